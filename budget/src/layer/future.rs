@@ -1,0 +1,140 @@
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http::{HeaderValue, Response};
+use http_body::Body;
+
+use super::ResponseBody;
+use crate::scope::RequestScope;
+use crate::state::{CacheStatus, Finished, RouteState, Shared};
+
+/// One request on its way through the layer. Dropping it records the request:
+/// at the end of the response body, or earlier when the request fails, is
+/// cancelled or its body is dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    shared: Arc<Shared>,
+    route: Arc<RouteState>,
+    start: Instant,
+    pub(crate) scope: RequestScope,
+    status: Option<u16>,
+    cache: CacheStatus,
+    pub(crate) body_bytes: u64,
+}
+
+impl InFlight {
+    pub(crate) fn new(shared: Arc<Shared>, route: Arc<RouteState>, start: Instant, scope: RequestScope) -> Self {
+        #[cfg(feature = "prometheus")]
+        route.metrics.active.inc();
+        Self { shared, route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
+    }
+
+    /// What the layer knows when the response head is ready.
+    fn head<B>(&mut self, response: &mut Response<B>) {
+        self.status = Some(response.status().as_u16());
+        self.cache = CacheStatus::from_header(response.headers().get("x-cache"));
+        if self.shared.config.server_timing {
+            let value = self.server_timing(response);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().append("server-timing", value);
+            }
+        }
+    }
+
+    /// `app;dur=12.5, db_queries;desc="2", budget;desc="db_queries cache_required"`.
+    fn server_timing<B>(&self, response: &Response<B>) -> String {
+        let elapsed = self.shared.clock.now().saturating_duration_since(self.start);
+        let mut value = format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
+        let mut counters = self.scope.counters();
+        counters.sort();
+        for (name, count) in &counters {
+            if is_token(name) {
+                let _ = write!(value, ", {name};desc=\"{count}\"");
+            }
+        }
+        if let Some(budget) = &self.route.budget {
+            let body_bytes = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            let so_far = Finished {
+                latency: elapsed,
+                at: self.start + elapsed,
+                status: self.status,
+                body_bytes,
+                cache: self.cache,
+                scope: &self.scope,
+            };
+            let broken = crate::state::broken(budget, &so_far);
+            if !broken.is_empty() {
+                let names: Vec<&str> = broken.iter().map(|(b, _)| b.as_str()).filter(|b| is_token(b)).collect();
+                let _ = write!(value, ", budget;desc=\"{}\"", names.join(" "));
+            }
+        }
+        value
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let at = self.shared.clock.now();
+        let done = Finished {
+            latency: at.saturating_duration_since(self.start),
+            at,
+            status: self.status,
+            body_bytes: self.body_bytes,
+            cache: self.cache,
+            scope: &self.scope,
+        };
+        self.route.finish(&self.shared, &done);
+        #[cfg(feature = "prometheus")]
+        self.route.metrics.active.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Budget`](super::Budget).
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<RequestScope, F>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, in_flight: InFlight) -> Self {
+        let inner = in_flight.scope.clone().scoped(inner);
+        Self { inner, in_flight: Some(in_flight) }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        // Dropping the in-flight record on an error records the failed request.
+        let mut in_flight = this.in_flight.take();
+        let mut response = result?;
+        if let Some(in_flight) = in_flight.as_mut() {
+            in_flight.head(&mut response);
+        }
+        Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
+    }
+}

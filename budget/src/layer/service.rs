@@ -1,0 +1,69 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::{InFlight, ResponseFuture};
+use super::{ResponseBody, RouteTemplate};
+use crate::scope::RequestScope;
+use crate::state::Shared;
+
+/// The service made by [`BudgetLayer`](super::BudgetLayer); see the [module docs](crate::layer).
+///
+/// Clones share the layer's measurements.
+#[derive(Debug, Clone)]
+pub struct Budget<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S> Budget<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn template<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(t) = req.extensions().get::<RouteTemplate>() {
+        return Some(t.as_str());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(p) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Some(p.as_str());
+    }
+    None
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Budget<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let start = self.shared.clock.now();
+        let route = self.shared.route(req.method(), template(&req));
+        let scope = RequestScope::new();
+        let inner = scope.sync(|| self.inner.call(req));
+        ResponseFuture::new(inner, InFlight::new(self.shared.clone(), route, start, scope))
+    }
+}

@@ -1,0 +1,189 @@
+//! Per-request counters any code can bump: `record("db_queries", 1)`.
+//!
+//! [`BudgetLayer`](crate::BudgetLayer) opens a scope around each request (the
+//! handler's future and the polling of the response body), so code running for
+//! that request, across any number of `.await`s, adds to that request's counters.
+//! Outside a scope, [`record`] does nothing.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Outside a request: a no-op.
+//! brisk_budget::record("db_queries", 1);
+//! assert_eq!(brisk_budget::current("db_queries"), None);
+//!
+//! let (queries, ()) = brisk_budget::RequestScope::new()
+//!     .run(async {
+//!         brisk_budget::record("db_queries", 2);
+//!         tokio::task::yield_now().await;
+//!         brisk_budget::record("db_queries", 1);
+//!     })
+//!     .await
+//!     .map(|scope, out| (scope.get("db_queries"), out));
+//! assert_eq!(queries, Some(3));
+//! # }
+//! ```
+//!
+//! The scope is task-local: work spawned onto another task (`tokio::spawn`) is
+//! not counted unless it runs inside [`RequestScope::run`] with the same scope.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+tokio::task_local! {
+    static SCOPE: RequestScope;
+}
+
+/// The counters of one request. Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct RequestScope {
+    counters: Arc<Mutex<Counters>>,
+}
+
+/// Counter names and values; a request records few, so a list beats a map.
+type Counters = Vec<(Box<str>, u64)>;
+
+impl RequestScope {
+    /// A scope with every counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `future` with this scope current, so [`record`] inside it counts here.
+    pub fn run<F: Future>(self, future: F) -> ScopeRun<F> {
+        ScopeRun { inner: SCOPE.scope(self.clone(), future), scope: self }
+    }
+
+    /// `future`, polled with this scope current.
+    pub(crate) fn scoped<F: Future>(self, future: F) -> tokio::task::futures::TaskLocalFuture<RequestScope, F> {
+        SCOPE.scope(self, future)
+    }
+
+    /// Runs `f` with this scope current.
+    pub(crate) fn sync<R>(&self, f: impl FnOnce() -> R) -> R {
+        SCOPE.sync_scope(self.clone(), f)
+    }
+
+    /// Adds `amount` to the counter `name`.
+    pub fn add(&self, name: &str, amount: u64) {
+        let mut counters = self.counters.lock();
+        match counters.iter_mut().find(|(n, _)| &**n == name) {
+            Some((_, v)) => *v = v.saturating_add(amount),
+            None => counters.push((name.into(), amount)),
+        }
+    }
+
+    /// The counter `name`, `None` when nothing was recorded on it.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters.lock().iter().find(|(n, _)| &**n == name).map(|(_, v)| *v)
+    }
+
+    /// Every counter recorded so far.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        self.counters.lock().iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&str, u64)) {
+        for (n, v) in self.counters.lock().iter() {
+            f(n, *v);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequestScope::run`]: resolves to a [`ScopeOutput`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ScopeRun<F: Future> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<RequestScope, F>,
+        scope: RequestScope,
+    }
+}
+
+impl<F: Future> Future for ScopeRun<F> {
+    type Output = ScopeOutput<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        this.inner.poll(cx).map(|output| ScopeOutput { scope: this.scope.clone(), output })
+    }
+}
+
+/// What a [`ScopeRun`] resolves to: the future's output and the scope's counters.
+#[derive(Debug)]
+pub struct ScopeOutput<T> {
+    /// The scope, with what was recorded.
+    pub scope: RequestScope,
+    /// The future's output.
+    pub output: T,
+}
+
+impl<T> ScopeOutput<T> {
+    /// Maps the scope and the output to one value.
+    pub fn map<U>(self, f: impl FnOnce(&RequestScope, T) -> U) -> U {
+        f(&self.scope, self.output)
+    }
+}
+
+/// Adds `amount` to the counter `name` of the current request; does nothing
+/// outside a request scope.
+pub fn record(name: &str, amount: u64) {
+    let _ = SCOPE.try_with(|scope| scope.add(name, amount));
+}
+
+/// The current request's counter `name`; `None` outside a scope or when nothing
+/// was recorded on it.
+pub fn current(name: &str) -> Option<u64> {
+    SCOPE.try_with(|scope| scope.get(name)).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_across_awaits_and_is_a_no_op_outside() {
+        record("q", 5);
+        assert_eq!(current("q"), None);
+        let out = RequestScope::new()
+            .run(async {
+                record("q", 1);
+                tokio::task::yield_now().await;
+                record("q", 2);
+                record("other", 7);
+                current("q")
+            })
+            .await;
+        assert_eq!(out.output, Some(3));
+        assert_eq!(out.scope.get("q"), Some(3));
+        assert_eq!(out.scope.get("other"), Some(7));
+        assert_eq!(out.scope.get("none"), None);
+        assert_eq!(current("q"), None);
+    }
+
+    #[tokio::test]
+    async fn scopes_do_not_leak_into_each_other() {
+        let a = RequestScope::new();
+        let b = RequestScope::new();
+        let (ra, rb) = tokio::join!(
+            a.clone().run(async {
+                for _ in 0..3 {
+                    record("q", 1);
+                    tokio::task::yield_now().await;
+                }
+            }),
+            b.clone().run(async {
+                for _ in 0..5 {
+                    record("q", 1);
+                    tokio::task::yield_now().await;
+                }
+            })
+        );
+        drop((ra, rb));
+        assert_eq!(a.get("q"), Some(3));
+        assert_eq!(b.get("q"), Some(5));
+    }
+}

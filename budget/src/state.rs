@@ -1,0 +1,395 @@
+//! What the layer keeps per route, and how a finished request is judged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use http::Method;
+use parking_lot::{Mutex, RwLock};
+
+use crate::budget::{Budgets, Percentile, RouteBudget, RouteKey};
+use crate::clock::Clock;
+use crate::scope::RequestScope;
+use crate::window::Window;
+
+/// Latencies are recorded in microseconds, with three significant figures
+/// (0.1% precision), up to one hour (longer ones are recorded as one hour).
+pub(crate) const LATENCY_SIGFIG: u8 = 3;
+pub(crate) const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// The layer's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) fallback_route: Arc<str>,
+    pub(crate) max_routes: usize,
+    pub(crate) window: Duration,
+    pub(crate) window_slices: usize,
+    pub(crate) warm_up: u64,
+    pub(crate) min_samples: u64,
+    pub(crate) server_timing: bool,
+    pub(crate) warn_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            fallback_route: Arc::from("unmatched"),
+            max_routes: 1000,
+            window: Duration::from_secs(60),
+            window_slices: 6,
+            warm_up: 0,
+            min_samples: 1,
+            server_timing: false,
+            warn_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by a layer, its services and its reports.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) budgets: Budgets,
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) origin: Instant,
+    /// Route template → one state per method. A template is looked up by `&str`
+    /// so the hot path does not allocate.
+    routes: RwLock<HashMap<Box<str>, Vec<Arc<RouteState>>>>,
+    route_count: Mutex<usize>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) metrics: crate::metrics::RedMetrics,
+}
+
+/// The method label: one of the standard methods, else `_OTHER` (as
+/// OpenTelemetry's semantic conventions advise) so label values stay bounded.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(budgets: Budgets, config: Config, clock: Arc<dyn Clock>) -> Self {
+        let origin = clock.now();
+        Self {
+            #[cfg(feature = "prometheus")]
+            metrics: crate::metrics::RedMetrics::new(&budgets),
+            budgets,
+            config,
+            clock,
+            origin,
+            routes: RwLock::new(HashMap::new()),
+            route_count: Mutex::new(0),
+        }
+    }
+
+    pub(crate) fn nanos_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The state of `method` on `template`; past `max_routes` distinct routes,
+    /// new ones are counted under the fallback route.
+    pub(crate) fn route(&self, method: &Method, template: Option<&str>) -> Arc<RouteState> {
+        let method = method_label(method);
+        let template = template.unwrap_or(&self.config.fallback_route);
+        if let Some(state) = self.find(method, template) {
+            return state;
+        }
+        let is_fallback = template == &*self.config.fallback_route;
+        {
+            let mut count = self.route_count.lock();
+            if !is_fallback && *count >= self.config.max_routes {
+                drop(count);
+                tracing::debug!(route = template, "route limit reached; counting it under the fallback route");
+                return self.route(&Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET), None);
+            }
+            let mut routes = self.routes.write();
+            let states = routes.entry(template.into()).or_default();
+            if let Some(state) = states.iter().find(|s| s.method == method) {
+                return state.clone();
+            }
+            let state = Arc::new(self.new_route(method, template));
+            states.push(state.clone());
+            *count += 1;
+            state
+        }
+    }
+
+    fn find(&self, method: &str, template: &str) -> Option<Arc<RouteState>> {
+        self.routes.read().get(template)?.iter().find(|s| s.method == method).cloned()
+    }
+
+    fn new_route(&self, method: &'static str, template: &str) -> RouteState {
+        let budget = Method::from_bytes(method.as_bytes()).ok().and_then(|m| self.budgets.get(&m, template)).cloned();
+        RouteState {
+            method,
+            template: template.into(),
+            budget,
+            stats: Mutex::new(RouteStats::new(&self.config)),
+            #[cfg(feature = "prometheus")]
+            metrics: self
+                .metrics
+                .route(&crate::metrics::RouteLabels { method: method.to_owned(), route: template.to_owned() }),
+        }
+    }
+
+    /// Every route seen so far, ordered by template then method.
+    pub(crate) fn routes(&self) -> Vec<Arc<RouteState>> {
+        let mut all: Vec<Arc<RouteState>> = self.routes.read().values().flatten().cloned().collect();
+        all.sort_by(|a, b| a.template.cmp(&b.template).then_with(|| a.method.cmp(b.method)));
+        all
+    }
+
+    /// Forgets every measurement (the routes stay).
+    pub(crate) fn reset(&self) {
+        for route in self.routes() {
+            *route.stats.lock() = RouteStats::new(&self.config);
+        }
+    }
+}
+
+/// The `X-Cache` verdict of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheStatus {
+    Hit,
+    Stale,
+    Miss,
+    Bypass,
+    Absent,
+}
+
+impl CacheStatus {
+    pub(crate) fn from_header(value: Option<&http::HeaderValue>) -> Self {
+        let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+            return CacheStatus::Absent;
+        };
+        // Caches may append details (`HIT from edge`); the first word decides.
+        let word = value.split(|c: char| c.is_whitespace() || c == ',' || c == ';').next().unwrap_or("");
+        match word.to_ascii_uppercase().as_str() {
+            "HIT" => CacheStatus::Hit,
+            "STALE" => CacheStatus::Stale,
+            "MISS" => CacheStatus::Miss,
+            "BYPASS" => CacheStatus::Bypass,
+            _ => CacheStatus::Absent,
+        }
+    }
+
+    fn served_by_cache(self) -> bool {
+        matches!(self, CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Miss)
+    }
+}
+
+/// Cache verdicts of a route's responses.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CacheCounts {
+    pub(crate) hit: u64,
+    pub(crate) stale: u64,
+    pub(crate) miss: u64,
+    pub(crate) bypass: u64,
+    pub(crate) absent: u64,
+}
+
+/// One route's measurements.
+#[derive(Debug)]
+pub(crate) struct RouteStats {
+    pub(crate) seen: u64,
+    pub(crate) warm_up_skipped: u64,
+    pub(crate) errors: u64,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) window: Window,
+    pub(crate) payload_max: u64,
+    pub(crate) counters_max: Vec<(Box<str>, u64)>,
+    pub(crate) cache: CacheCounts,
+    pub(crate) violations: Vec<(String, u64)>,
+    warnings: Vec<(String, Option<u64>, u64)>,
+}
+
+impl RouteStats {
+    fn new(config: &Config) -> Self {
+        Self {
+            seen: 0,
+            warm_up_skipped: 0,
+            errors: 0,
+            latency_us: Histogram::new(LATENCY_SIGFIG).expect("3 significant figures are within hdrhistogram's 0..=5"),
+            window: Window::new(config.window, config.window_slices),
+            payload_max: 0,
+            counters_max: Vec::new(),
+            cache: CacheCounts::default(),
+            violations: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The memory the histograms take, in bytes.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.latency_us.distinct_values() * std::mem::size_of::<u64>() + self.window.heap_bytes()
+    }
+}
+
+/// One route's state.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    pub(crate) method: &'static str,
+    pub(crate) template: Box<str>,
+    pub(crate) budget: Option<RouteBudget>,
+    pub(crate) stats: Mutex<RouteStats>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) metrics: crate::metrics::RouteMetrics,
+}
+
+/// A finished request, as the layer saw it.
+#[derive(Debug)]
+pub(crate) struct Finished<'a> {
+    pub(crate) latency: Duration,
+    pub(crate) at: Instant,
+    pub(crate) status: Option<u16>,
+    pub(crate) body_bytes: u64,
+    pub(crate) cache: CacheStatus,
+    pub(crate) scope: &'a RequestScope,
+}
+
+impl RouteState {
+    pub(crate) fn key(&self) -> Option<RouteKey> {
+        RouteKey::new(&Method::from_bytes(self.method.as_bytes()).ok()?, &self.template)
+    }
+
+    /// The route's name in reports and logs: `GET /api/blueprints/{id}`.
+    pub(crate) fn name(&self) -> String {
+        format!("{} {}", self.method, self.template)
+    }
+
+    /// Records a finished request and checks it against the budget.
+    pub(crate) fn finish(&self, shared: &Shared, done: &Finished<'_>) {
+        #[cfg(feature = "prometheus")]
+        self.metrics.observe(done.status, done.latency.as_secs_f64(), done.body_bytes);
+
+        let mut violations: Vec<(String, String)> = Vec::new();
+        let now = shared.nanos_since_origin(done.at);
+        let mut warn: Vec<(String, String, u64)> = Vec::new();
+        {
+            let mut stats = self.stats.lock();
+            stats.seen += 1;
+            if stats.seen <= shared.config.warm_up {
+                stats.warm_up_skipped += 1;
+                return;
+            }
+            let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
+            // `record` grows the auto-resizing histogram; `micros` is capped, so it cannot fail.
+            let _ = stats.latency_us.record(micros);
+            stats.window.record(now, micros);
+            if done.status.is_none() {
+                stats.errors += 1;
+            }
+            stats.payload_max = stats.payload_max.max(done.body_bytes);
+            done.scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
+                Some((_, max)) => *max = (*max).max(value),
+                None => stats.counters_max.push((name.into(), value)),
+            });
+            match done.cache {
+                CacheStatus::Hit => stats.cache.hit += 1,
+                CacheStatus::Stale => stats.cache.stale += 1,
+                CacheStatus::Miss => stats.cache.miss += 1,
+                CacheStatus::Bypass => stats.cache.bypass += 1,
+                CacheStatus::Absent => stats.cache.absent += 1,
+            }
+            if let Some(budget) = &self.budget {
+                violations = broken(budget, done);
+            }
+            for (budget, detail) in &violations {
+                match stats.violations.iter_mut().find(|(b, _)| b == budget) {
+                    Some((_, n)) => *n += 1,
+                    None => stats.violations.push((budget.clone(), 1)),
+                }
+                // At most one warning per route and budget per interval; the
+                // next one says how many were held back.
+                let interval = u64::try_from(shared.config.warn_interval.as_nanos()).unwrap_or(u64::MAX);
+                let slot = match stats.warnings.iter().position(|w| &w.0 == budget) {
+                    Some(i) => i,
+                    None => {
+                        stats.warnings.push((budget.clone(), None, 0));
+                        stats.warnings.len() - 1
+                    }
+                };
+                let entry = &mut stats.warnings[slot];
+                let due = entry.1.is_none_or(|last| now.saturating_sub(last) >= interval);
+                if due {
+                    warn.push((budget.clone(), detail.clone(), entry.2));
+                    entry.1 = Some(now);
+                    entry.2 = 0;
+                } else {
+                    entry.2 += 1;
+                }
+            }
+        }
+        #[cfg(feature = "prometheus")]
+        for (budget, _) in &violations {
+            self.metrics.violation(budget);
+        }
+        for (budget, detail, suppressed) in warn {
+            tracing::warn!(
+                route = %self.name(),
+                budget = %budget,
+                suppressed,
+                "performance budget exceeded: {detail}"
+            );
+        }
+    }
+}
+
+/// The budgets one request broke, as (budget, what happened).
+pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in Percentile::ALL {
+        if let Some(limit) = budget.latency_limit(p)
+            && done.latency > limit
+        {
+            out.push((p.name().to_owned(), format!("took {:?}, over the {p} limit of {:?}", done.latency, limit)));
+        }
+    }
+    if let Some(limit) = budget.max_payload
+        && done.body_bytes > limit
+    {
+        out.push(("max_payload".to_owned(), format!("body of {} bytes, over {limit}", done.body_bytes)));
+    }
+    for (name, limit) in budget.counter_limits() {
+        let value = done.scope.get(name).unwrap_or(0);
+        if value > limit {
+            out.push((name.to_owned(), format!("{name} = {value}, over {limit}")));
+        }
+    }
+    if budget.cache_required && !done.cache.served_by_cache() {
+        let what = match done.cache {
+            CacheStatus::Bypass => "X-Cache: BYPASS",
+            _ => "no X-Cache header",
+        };
+        out.push(("cache_required".to_owned(), format!("{what} on a route that requires the cache")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_header_words() {
+        let h = |s: &'static str| CacheStatus::from_header(Some(&http::HeaderValue::from_static(s)));
+        assert_eq!(h("HIT"), CacheStatus::Hit);
+        assert_eq!(h("hit from edge"), CacheStatus::Hit);
+        assert_eq!(h("STALE"), CacheStatus::Stale);
+        assert_eq!(h("MISS"), CacheStatus::Miss);
+        assert_eq!(h("BYPASS"), CacheStatus::Bypass);
+        assert_eq!(h("banana"), CacheStatus::Absent);
+        assert_eq!(CacheStatus::from_header(None), CacheStatus::Absent);
+    }
+}
