@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::pool::{InstrumentedPool, PoolRecorder};
@@ -177,12 +177,12 @@ impl Default for PoolMetricsBuilder {
                 pressure_threshold: 5,
                 pressure_period: Duration::from_secs(10),
                 held_too_long: Some(Duration::from_secs(30)),
-                // 100 µs … ~13 s
-                wait_buckets: exponential_buckets(0.0001, 2.0, 18).collect(),
-                // 1 ms … ~65 s
-                use_buckets: exponential_buckets(0.001, 2.0, 17).collect(),
-                // 1 ms … ~16 s
-                create_buckets: exponential_buckets(0.001, 2.0, 15).collect(),
+                // Few, readable buckets: a scrape encodes every one of them for every pool.
+                wait_buckets: vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+                use_buckets: vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0],
+                create_buckets: vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
             },
         }
     }
