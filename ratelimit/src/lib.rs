@@ -1,9 +1,72 @@
 //! # brisk-ratelimit
 //!
-//! A Redis-backed rate limiter (GCRA, sliding-window and fixed-window) with a tower layer.
+//! A rate limiter for fleets of `tower` services: GCRA (default),
+//! sliding-window and fixed-window counters, each decided atomically by one
+//! Lua script on Redis (single server or Redis Cluster) that reads Redis
+//! `TIME`, or in process memory; several policies per request decided
+//! together, all-or-nothing; a tower layer answering `429` with the IETF
+//! `RateLimit-Policy` / `RateLimit` fields and an RFC 9457 problem body.
 //!
-//! Every decision is one atomic Lua script reading Redis TIME; responses carry the IETF RateLimit-Policy and RateLimit fields and a problem+json body on 429.
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use brisk_ratelimit::{clock::FakeClock, Policy, Quota, RateLimiter};
+//! use std::num::NonZeroU32;
 //!
-//! This crate is at its first milestone: the workspace, documentation and
-//! tests are in place and the public API is being built; see the CHANGELOG for
-//! what has landed.
+//! let limiter = RateLimiter::builder("rl:api:")
+//!     .policy(Policy::new("api", Quota::per_second(NonZeroU32::new(2).unwrap())))
+//!     .clock(FakeClock::new()) // time stands still in this example
+//!     .build()
+//!     .unwrap();
+//! assert!(limiter.check("198.51.100.1").await.unwrap().is_allowed());
+//! assert!(limiter.check("198.51.100.1").await.unwrap().is_allowed());
+//! let third = limiter.check("198.51.100.1").await.unwrap();
+//! assert!(!third.is_allowed());
+//! assert_eq!(third.retry_after(), Some(std::time::Duration::from_millis(500)));
+//! # }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `tower` | yes | [`RateLimitLayer`], key extractors, `RateLimit` headers, problem bodies (tower, http, ipnet, serde_json) |
+//! | `axum` | no | peer address from axum's `ConnectInfo`, the route template from `MatchedPath` |
+//! | `redis` | no | [`store::RedisStore`] for a single Redis or Redis Cluster (redis 1.x, tokio) |
+//! | `prometheus` | no | `RateLimiter::register` with `prometheus-client` |
+//!
+//! Without features the crate is the limiter itself: the algorithms, the
+//! in-memory store, parking_lot, thiserror and tracing.
+//!
+//! ## Semantics
+//!
+//! See [`Quota`] for what `limit`, `period` and `burst` mean, and the
+//! [`algorithm`](crate::Algorithm) docs for each algorithm's `remaining`,
+//! `reset_after` and `retry_after`. GCRA answers as redis-cell's
+//! `CL.THROTTLE` and governor do: a `Quota` with burst `B` is
+//! `CL.THROTTLE key (B-1) limit period` and governor's `max_burst = B`.
+
+pub mod clock;
+pub mod store;
+
+mod algorithm;
+mod blocked;
+mod breaker;
+mod decision;
+mod error;
+mod limiter;
+mod metrics;
+mod quota;
+
+#[cfg(feature = "tower")]
+pub mod key;
+//#[cfg(feature = "tower")]
+//mod layer;
+
+pub use decision::{Decision, PolicyDecision, Source};
+pub use error::{BuildError, Error, ErrorKind};
+pub use limiter::{RateLimiter, RateLimiterBuilder};
+pub use quota::{Algorithm, OnStoreError, Policy, Quota, QuotaError};
+
+//#[cfg(feature = "tower")]
+//pub use layer::{HeaderStyle, MissingKey, RateLimit, RateLimitBody, RateLimitLayer, ResponseFuture};

@@ -1,0 +1,321 @@
+//! The counting algorithms as pure functions of (parameters, state, now, cost).
+//!
+//! The in-memory store calls these; the Redis store runs the same arithmetic
+//! in Lua (`store/limiter.lua`), and the tests hold both to the same answers.
+//! All times are integer microseconds.
+//!
+//! # GCRA semantics
+//!
+//! With emission interval `T` (`period / limit`) and burst `B`, the state is
+//! the *theoretical arrival time* `tat`. Let `base = max(tat, now)`. A request
+//! of cost `n` is admitted iff `base + n·T - now <= B·T`; then `tat = base + n·T`.
+//!
+//! - `remaining` = ⌊(B·T − (tat − now)) / T⌋ after the decision (for a denied
+//!   request: what is left, untouched by it);
+//! - `reset_after` = `tat − now`: the time until the bucket is full again;
+//! - `retry_after` (denied only) = `base + n·T − B·T − now`: the earliest time
+//!   at which the same request would be admitted; `None` when `n > B`.
+//!
+//! These are redis-cell's `CL.THROTTLE key (B−1) limit period n` answers
+//! (redis-cell's `max_burst` counts the units *beyond* the first, so its
+//! limit is `max_burst + 1 = B`), and governor's with `Quota::max_burst = B`.
+
+/// Parameters of one policy, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Params {
+    /// Emission interval `t` and capacity `b·t` as `t` and `b`.
+    Gcra { t: u64, burst: u64 },
+    /// `limit` per `window`.
+    FixedWindow { limit: u64, window: u64 },
+    /// `limit` per `window`, previous window weighted.
+    SlidingWindow { limit: u64, window: u64 },
+}
+
+impl Params {
+    pub(crate) fn from_policy(policy: &crate::Policy) -> Params {
+        let q = policy.quota;
+        match policy.algorithm {
+            crate::Algorithm::Gcra => {
+                Params::Gcra { t: q.emission_interval_micros(), burst: u64::from(q.burst().get()) }
+            }
+            crate::Algorithm::FixedWindow => {
+                Params::FixedWindow { limit: u64::from(q.limit().get()), window: q.period_micros() }
+            }
+            crate::Algorithm::SlidingWindow => {
+                Params::SlidingWindow { limit: u64::from(q.limit().get()), window: q.period_micros() }
+            }
+        }
+    }
+
+    /// The largest cost this policy can ever admit.
+    pub(crate) fn capacity(&self) -> u64 {
+        match *self {
+            Params::Gcra { burst, .. } => burst,
+            Params::FixedWindow { limit, .. } | Params::SlidingWindow { limit, .. } => limit,
+        }
+    }
+}
+
+/// Stored state of one policy for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Theoretical arrival time.
+    Gcra { tat: u64 },
+    /// Window number (`now / window`), its count, and the previous window's count.
+    Window { index: u64, current: u64, previous: u64 },
+}
+
+/// The answer for one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u64,
+    pub(crate) reset_after: u64,
+    pub(crate) retry_after: Option<u64>,
+}
+
+/// An outcome with the state to store if the request is admitted, and when that state may be forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Evaluation {
+    pub(crate) outcome: Outcome,
+    pub(crate) next: State,
+    pub(crate) expires_at: u64,
+}
+
+fn ceil_div(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// Decides a request of `cost` (0 = a pure read) against `state`.
+pub(crate) fn evaluate(params: Params, state: Option<State>, now: u64, cost: u64) -> Evaluation {
+    match params {
+        Params::Gcra { t, burst } => {
+            let tat = match state {
+                Some(State::Gcra { tat }) => tat,
+                _ => now,
+            };
+            let base = tat.max(now);
+            let capacity = t.saturating_mul(burst);
+            let new_tat = base.saturating_add(t.saturating_mul(cost));
+            if new_tat - now <= capacity {
+                Evaluation {
+                    outcome: Outcome {
+                        allowed: true,
+                        remaining: (capacity - (new_tat - now)) / t,
+                        reset_after: new_tat - now,
+                        retry_after: None,
+                    },
+                    next: State::Gcra { tat: new_tat },
+                    expires_at: new_tat,
+                }
+            } else {
+                let retry_after = (cost <= burst).then(|| new_tat - capacity - now);
+                Evaluation {
+                    outcome: Outcome {
+                        allowed: false,
+                        remaining: capacity.saturating_sub(base - now) / t,
+                        reset_after: base - now,
+                        retry_after,
+                    },
+                    next: State::Gcra { tat: base },
+                    expires_at: base,
+                }
+            }
+        }
+        Params::FixedWindow { limit, window } => {
+            let index = now / window;
+            let window_end = (index + 1) * window;
+            let count = match state {
+                Some(State::Window { index: i, current, .. }) if i == index => current,
+                _ => 0,
+            };
+            let allowed = count.saturating_add(cost) <= limit;
+            let used = if allowed { count + cost } else { count };
+            Evaluation {
+                outcome: Outcome {
+                    allowed,
+                    remaining: limit.saturating_sub(used),
+                    reset_after: if used > 0 { window_end - now } else { 0 },
+                    retry_after: (!allowed && cost <= limit).then(|| window_end - now),
+                },
+                next: State::Window { index, current: used, previous: 0 },
+                expires_at: window_end,
+            }
+        }
+        Params::SlidingWindow { limit, window } => {
+            let index = now / window;
+            let elapsed = now - index * window;
+            let (current, previous) = match state {
+                Some(State::Window { index: i, current, previous }) if i == index => (current, previous),
+                Some(State::Window { index: i, current, .. }) if i + 1 == index => (0, current),
+                _ => (0, 0),
+            };
+            // Exact as long as previous × window < 2^53 (checked by Policy::validate), so Lua agrees.
+            let weighted = ceil_div(previous * (window - elapsed), window);
+            let used = current + weighted;
+            let allowed = used.saturating_add(cost) <= limit;
+            let new_current = if allowed { current + cost } else { current };
+            let retry_after = if allowed || cost > limit {
+                None
+            } else if current + cost <= limit {
+                // Wait until the previous window's weight has decayed enough.
+                let room = limit - current - cost;
+                Some(window - room * window / previous - elapsed)
+            } else {
+                // Wait for the next window, where this window's count becomes the weighted one.
+                let room = limit - cost;
+                Some((window - elapsed) + (window - room * window / current))
+            };
+            let reset_after = if new_current > 0 {
+                2 * window - elapsed
+            } else if previous > 0 {
+                window - elapsed
+            } else {
+                0
+            };
+            Evaluation {
+                outcome: Outcome {
+                    allowed,
+                    remaining: limit.saturating_sub(used + if allowed { cost } else { 0 }),
+                    reset_after,
+                    retry_after,
+                },
+                next: State::Window { index, current: new_current, previous },
+                expires_at: (index + 2) * window,
+            }
+        }
+    }
+}
+
+/// Gives back `cost` units; returns the new state (`None`: nothing left to remember).
+pub(crate) fn refund(params: Params, state: Option<State>, now: u64, cost: u64) -> Option<State> {
+    match (params, state?) {
+        (Params::Gcra { t, .. }, State::Gcra { tat }) => {
+            let tat = tat.saturating_sub(t.saturating_mul(cost)).max(now);
+            (tat > now).then_some(State::Gcra { tat })
+        }
+        (Params::FixedWindow { window, .. }, State::Window { index, current, previous }) => {
+            (index == now / window).then(|| State::Window { index, current: current.saturating_sub(cost), previous })
+        }
+        (Params::SlidingWindow { window, .. }, State::Window { index, current, previous }) => {
+            let now_index = now / window;
+            (index == now_index || index + 1 == now_index).then(|| State::Window {
+                index,
+                current: current.saturating_sub(cost),
+                previous,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000_000;
+
+    /// Runs `costs` at `now`, storing admitted states, as a store would.
+    fn run(params: Params, state: &mut Option<State>, now: u64, cost: u64) -> Outcome {
+        let e = evaluate(params, *state, now, cost);
+        if e.outcome.allowed {
+            *state = Some(e.next);
+        }
+        e.outcome
+    }
+
+    #[test]
+    fn gcra_burst_then_steady_rate() {
+        let p = Params::Gcra { t: 1_000, burst: 3 };
+        let mut s = None;
+        for remaining in [2, 1, 0] {
+            let o = run(p, &mut s, NOW, 1);
+            assert!(o.allowed);
+            assert_eq!(o.remaining, remaining);
+        }
+        let o = run(p, &mut s, NOW, 1);
+        assert!(!o.allowed);
+        assert_eq!(o.retry_after, Some(1_000));
+        assert_eq!(o.reset_after, 3_000);
+        assert!(!run(p, &mut s, NOW + 999, 1).allowed);
+        let o = run(p, &mut s, NOW + 1_000, 1);
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 0);
+        // Full after 3 intervals.
+        let o = evaluate(p, s, NOW + 4_000, 0).outcome;
+        assert_eq!((o.remaining, o.reset_after), (3, 0));
+    }
+
+    #[test]
+    fn gcra_weights_and_impossible_cost() {
+        let p = Params::Gcra { t: 10, burst: 5 };
+        let mut s = None;
+        assert_eq!(run(p, &mut s, NOW, 3).remaining, 2);
+        let o = run(p, &mut s, NOW, 3);
+        assert!(!o.allowed);
+        assert_eq!(o.remaining, 2);
+        assert_eq!(o.retry_after, Some(10));
+        let o = run(p, &mut s, NOW, 6);
+        assert_eq!((o.allowed, o.retry_after), (false, None));
+    }
+
+    #[test]
+    fn gcra_refund_restores_units() {
+        let p = Params::Gcra { t: 10, burst: 5 };
+        let mut s = None;
+        run(p, &mut s, NOW, 5);
+        s = refund(p, s, NOW, 2);
+        assert_eq!(evaluate(p, s, NOW, 0).outcome.remaining, 2);
+        assert_eq!(refund(p, s, NOW, 100), None);
+    }
+
+    #[test]
+    fn fixed_window_boundaries() {
+        let p = Params::FixedWindow { limit: 2, window: 1_000 };
+        let start = NOW - NOW % 1_000;
+        let mut s = None;
+        assert!(run(p, &mut s, start + 998, 1).allowed);
+        assert!(run(p, &mut s, start + 999, 1).allowed);
+        let o = run(p, &mut s, start + 999, 1);
+        assert_eq!((o.allowed, o.retry_after, o.remaining), (false, Some(1), 0));
+        // The boundary: a fresh window at once (the known double burst of fixed windows).
+        let o = run(p, &mut s, start + 1_000, 1);
+        assert_eq!((o.allowed, o.remaining, o.reset_after), (true, 1, 1_000));
+    }
+
+    #[test]
+    fn sliding_window_weights_previous_window() {
+        let p = Params::SlidingWindow { limit: 10, window: 1_000 };
+        let start = NOW - NOW % 1_000;
+        let mut s = None;
+        for _ in 0..10 {
+            assert!(run(p, &mut s, start + 500, 1).allowed);
+        }
+        // Halfway through the next window: 10 × 0.5 = 5 still counted.
+        let o = run(p, &mut s, start + 1_500, 1);
+        assert_eq!((o.allowed, o.remaining), (true, 4));
+        for _ in 0..4 {
+            assert!(run(p, &mut s, start + 1_500, 1).allowed);
+        }
+        let o = run(p, &mut s, start + 1_500, 1);
+        assert!(!o.allowed);
+        // 5 current + ceil(10 × (1000 − e)/1000) ≤ 9 ⇔ e ≥ 600.
+        assert_eq!(o.retry_after, Some(100));
+        assert!(!run(p, &mut s, start + 1_599, 1).allowed);
+        assert!(run(p, &mut s, start + 1_600, 1).allowed);
+    }
+
+    #[test]
+    fn sliding_window_retry_into_next_window() {
+        let p = Params::SlidingWindow { limit: 4, window: 1_000 };
+        let start = NOW - NOW % 1_000;
+        let mut s = None;
+        assert!(run(p, &mut s, start, 4).allowed);
+        let o = run(p, &mut s, start + 200, 1);
+        // Next window: ceil(4 × (1000 − e)/1000) ≤ 3 ⇔ e ≥ 250 → 800 + 250.
+        assert_eq!(o.retry_after, Some(1_050));
+        let mut probe = s;
+        assert!(!run(p, &mut probe, start + 200 + 1_049, 1).allowed);
+        assert!(run(p, &mut s, start + 200 + 1_050, 1).allowed);
+    }
+}

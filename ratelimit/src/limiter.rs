@@ -1,0 +1,382 @@
+//! The limiter: policies, a store, the blocked-key cache, the circuit breaker
+//! and the fallback when the store fails.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use brisk_ratelimit::{Policy, Quota, RateLimiter};
+//! use std::num::NonZeroU32;
+//! use std::time::Duration;
+//!
+//! let nz = |n| NonZeroU32::new(n).unwrap();
+//! let limiter = RateLimiter::builder("rl:api:")
+//!     .policy(Policy::new("per-minute", Quota::per_minute(nz(100))))
+//!     .policy(Policy::new("per-day", Quota::per_day(nz(5_000))))
+//!     .build()
+//!     .unwrap();
+//! let decision = limiter.check_n("203.0.113.7", nz(10)).await.unwrap();
+//! assert!(decision.is_allowed());
+//! assert_eq!(decision.remaining(), 90);
+//! limiter.refund("203.0.113.7", nz(10)).await.unwrap();
+//! assert_eq!(limiter.peek("203.0.113.7", nz(1)).await.unwrap().remaining(), 99);
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::algorithm::{Outcome, Params};
+use crate::blocked::BlockedKeys;
+use crate::breaker::{Breaker, Permit, Transition};
+use crate::clock::{Clock, SystemClock};
+use crate::decision::{Decision, PolicyDecision, Source};
+use crate::error::{BuildError, Error};
+use crate::metrics::Metrics;
+use crate::quota::{Algorithm, OnStoreError, Policy};
+use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, StoreRequest};
+
+/// A rate limiter: named policies checked together against one store.
+///
+/// Cheap to clone; clones share the store connection, the blocked-key cache,
+/// the circuit breaker, the fallback counters and the metrics.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    prefix: Arc<str>,
+    policies: Arc<[Policy]>,
+    overrides: HashMap<String, Arc<[Policy]>>,
+    store: Arc<dyn Store>,
+    local: MemoryStore,
+    instances: NonZeroU32,
+    clock: Arc<dyn Clock>,
+    blocked: Option<BlockedKeys>,
+    breaker: Breaker,
+    metrics: Metrics,
+}
+
+/// Builds a [`RateLimiter`]; see [`RateLimiter::builder`].
+#[must_use]
+#[derive(Debug)]
+pub struct RateLimiterBuilder {
+    prefix: String,
+    policies: Vec<Policy>,
+    overrides: HashMap<String, Vec<Policy>>,
+    store: Option<Arc<dyn Store>>,
+    clock: Option<Arc<dyn Clock>>,
+    instances: NonZeroU32,
+    blocked_capacity: usize,
+    breaker_threshold: NonZeroU32,
+    breaker_cooldown: Duration,
+}
+
+impl RateLimiter {
+    /// Starts a limiter whose keys all begin with `prefix` (e.g. `rl:api:`).
+    ///
+    /// Defaults: an in-memory store, the system clock, 1 instance, a blocked-key
+    /// cache of 10,000 keys, a breaker opening after 3 consecutive store
+    /// failures and probing again every second.
+    pub fn builder(prefix: impl Into<String>) -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            prefix: prefix.into(),
+            policies: Vec::new(),
+            overrides: HashMap::new(),
+            store: None,
+            clock: None,
+            instances: NonZeroU32::MIN,
+            blocked_capacity: 10_000,
+            breaker_threshold: NonZeroU32::new(3).expect("3 is not zero"),
+            breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The policies applied to `key` (its override, or the defaults).
+    pub fn policies_for(&self, key: &str) -> &[Policy] {
+        self.inner.overrides.get(key).unwrap_or(&self.inner.policies)
+    }
+
+    /// Whether the circuit breaker is open (policies use their store-failure mode).
+    pub fn is_degraded(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Checks and counts one request for `key`.
+    pub async fn check(&self, key: &str) -> Result<Decision, Error> {
+        self.run(key, 1, Operation::Consume).await
+    }
+
+    /// Checks and counts a request weighing `cost` units: admitted only if
+    /// every policy has `cost` units; a refused request consumes nothing.
+    pub async fn check_n(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
+        self.run(key, u64::from(cost.get()), Operation::Consume).await
+    }
+
+    /// Answers as [`check_n`](Self::check_n) would, without counting anything.
+    pub async fn peek(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
+        self.run(key, u64::from(cost.get()), Operation::Peek).await
+    }
+
+    /// Gives `cost` units back to every policy of `key` (e.g. a request that
+    /// failed through no fault of the client), and forgets a cached block.
+    /// Answers with each policy's state afterwards.
+    pub async fn refund(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
+        self.run(key, u64::from(cost.get()), Operation::Refund).await
+    }
+
+    /// Registers this limiter's metrics, labelled `limiter="<prefix>"`.
+    #[cfg(feature = "prometheus")]
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let sub = registry.sub_registry_with_label(("limiter".into(), self.inner.prefix.to_string().into()));
+        self.inner.metrics.register(sub);
+    }
+
+    async fn run(&self, key: &str, cost: u64, op: Operation) -> Result<Decision, Error> {
+        if key.is_empty() {
+            return Err(Error::invalid_key());
+        }
+        let inner = &*self.inner;
+        let policies = self.policies_for(key);
+        let storage_key = format!("{}{{{}}}", inner.prefix, key);
+        let now = inner.clock.now_micros();
+
+        if let Some(blocked) = &inner.blocked {
+            if op == Operation::Refund {
+                blocked.remove(&storage_key);
+            } else if let Some(decision) = blocked.get(&storage_key, cost, now) {
+                inner.metrics.blocked_hit();
+                self.record(&decision);
+                return Ok(decision);
+            }
+        }
+
+        let request = StoreRequest { key: &storage_key, policies, cost, op };
+        let permit = inner.breaker.permit(now);
+        let result = match permit {
+            Permit::Skip => Err(None),
+            Permit::Call | Permit::Probe => {
+                let result = match inner.store.apply_now(request) {
+                    Some(outcomes) => Ok(outcomes),
+                    None => inner.store.apply(request).await,
+                };
+                let result = result.and_then(|o| {
+                    if o.len() == policies.len() {
+                        Ok(o)
+                    } else {
+                        Err(StoreError::new(StoreErrorKind::Response, "wrong number of policy answers", None))
+                    }
+                });
+                if let Err(e) = &result {
+                    inner.metrics.store_error(e.kind().as_str());
+                    tracing::warn!(limiter = %inner.prefix, error = %e, "rate-limit store failed");
+                }
+                match inner.breaker.record(result.is_ok(), inner.clock.now_micros()) {
+                    Some(Transition::Opened) => {
+                        inner.metrics.mode_change(true);
+                        tracing::warn!(limiter = %inner.prefix, "rate-limit store circuit opened; using fallback modes");
+                    }
+                    Some(Transition::Closed) => {
+                        inner.metrics.mode_change(false);
+                        tracing::info!(limiter = %inner.prefix, "rate-limit store circuit closed; back on the store");
+                    }
+                    None => {}
+                }
+                result.map_err(Some)
+            }
+        };
+
+        let decision = match result {
+            Ok(outcomes) => {
+                let decision = Decision::new(
+                    policies
+                        .iter()
+                        .zip(&outcomes)
+                        .map(|(p, o)| policy_decision(p, p.quota, o, Source::Store))
+                        .collect(),
+                );
+                if let (Operation::Consume, false, Some(blocked)) = (op, decision.allowed, &inner.blocked) {
+                    blocked.insert(&storage_key, cost, now, &decision);
+                    inner.metrics.blocked_entries(blocked.len());
+                }
+                decision
+            }
+            Err(error) => self.fallback(&storage_key, policies, cost, op, error)?,
+        };
+        if op == Operation::Consume {
+            self.record(&decision);
+            if !decision.allowed {
+                tracing::info!(
+                    limiter = %inner.prefix,
+                    key,
+                    policies = ?decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
+                    retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
+                    "rate limit exceeded"
+                );
+            }
+        }
+        Ok(decision)
+    }
+
+    fn record(&self, decision: &Decision) {
+        for p in &decision.policies {
+            self.inner.metrics.decision(&p.name, p.allowed, p.source.as_str());
+        }
+    }
+
+    /// Decides without the store, policy by policy, as each is configured.
+    fn fallback(
+        &self,
+        storage_key: &str,
+        policies: &[Policy],
+        cost: u64,
+        op: Operation,
+        error: Option<StoreError>,
+    ) -> Result<Decision, Error> {
+        let inner = &*self.inner;
+        if let Some(closed) = policies.iter().find(|p| p.on_store_error == OnStoreError::FailClosed) {
+            inner.metrics.unavailable(&closed.name);
+            inner.metrics.fallback(&closed.name, OnStoreError::FailClosed.as_str());
+            return Err(Error::unavailable(error));
+        }
+        let local: Vec<Policy> = policies
+            .iter()
+            .filter(|p| p.on_store_error == OnStoreError::Local)
+            .map(|p| Policy {
+                name: p.name.clone(),
+                quota: p.quota.divided_among(inner.instances),
+                algorithm: Algorithm::Gcra,
+                on_store_error: OnStoreError::Local,
+            })
+            .collect();
+        let mut local_outcomes =
+            inner.local.decide(StoreRequest { key: storage_key, policies: &local, cost, op }).into_iter().zip(&local);
+        let mut decisions = Vec::with_capacity(policies.len());
+        for p in policies {
+            inner.metrics.fallback(&p.name, p.on_store_error.as_str());
+            if p.on_store_error == OnStoreError::Local {
+                let (outcome, local_policy) = local_outcomes.next().expect("one local outcome per local policy");
+                decisions.push(policy_decision(local_policy, local_policy.quota, &outcome, Source::Local));
+            } else {
+                let capacity = Params::from_policy(p).capacity();
+                decisions.push(PolicyDecision {
+                    name: p.name.clone(),
+                    quota: p.quota,
+                    algorithm: p.algorithm,
+                    allowed: true,
+                    remaining: u32::try_from(capacity).unwrap_or(u32::MAX),
+                    reset_after: Duration::ZERO,
+                    retry_after: None,
+                    source: Source::FailOpen,
+                });
+            }
+        }
+        Ok(Decision::new(decisions))
+    }
+}
+
+fn policy_decision(policy: &Policy, quota: crate::Quota, o: &Outcome, source: Source) -> PolicyDecision {
+    PolicyDecision {
+        name: policy.name.clone(),
+        quota,
+        algorithm: policy.algorithm,
+        allowed: o.allowed,
+        remaining: u32::try_from(o.remaining).unwrap_or(u32::MAX),
+        reset_after: Duration::from_micros(o.reset_after),
+        retry_after: o.retry_after.map(Duration::from_micros),
+        source,
+    }
+}
+
+impl RateLimiterBuilder {
+    /// Adds a policy; a request must satisfy every policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Replaces the policies for one key (e.g. a partner's API key with a larger quota).
+    pub fn override_key(mut self, key: impl Into<String>, policies: impl IntoIterator<Item = Policy>) -> Self {
+        self.overrides.insert(key.into(), policies.into_iter().collect());
+        self
+    }
+
+    /// Sets the store (default: a [`MemoryStore`] on the limiter's clock).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets the clock of the in-memory store, blocked-key cache and breaker.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How many instances share the store: [`OnStoreError::Local`] policies
+    /// divide their quota by this while the store is unavailable.
+    pub fn instances(mut self, instances: NonZeroU32) -> Self {
+        self.instances = instances;
+        self
+    }
+
+    /// How many blocked keys to remember locally (0 disables the cache).
+    pub fn blocked_keys_capacity(mut self, capacity: usize) -> Self {
+        self.blocked_capacity = capacity;
+        self
+    }
+
+    /// Opens the circuit after `failures` consecutive store failures, and
+    /// sends one probe to the store every `cooldown` while open.
+    pub fn circuit_breaker(mut self, failures: NonZeroU32, cooldown: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Builds the limiter.
+    pub fn build(self) -> Result<RateLimiter, BuildError> {
+        if self.policies.is_empty() {
+            return Err(BuildError("a limiter needs at least one policy".into()));
+        }
+        for set in std::iter::once(&self.policies).chain(self.overrides.values()) {
+            if set.is_empty() {
+                return Err(BuildError("a key override needs at least one policy".into()));
+            }
+            for (i, p) in set.iter().enumerate() {
+                p.validate().map_err(BuildError)?;
+                if set[..i].iter().any(|q| q.name == p.name) {
+                    return Err(BuildError(format!("policy name {:?} is used twice", p.name)));
+                }
+            }
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(BuildError("the key prefix must not contain '{' or '}' (they form the Redis hash tag)".into()));
+        }
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
+        let cooldown = self.breaker_cooldown.as_micros() as u64;
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                prefix: self.prefix.into(),
+                policies: self.policies.into(),
+                overrides: self.overrides.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                store,
+                local: MemoryStore::with_shared_clock(clock.clone()),
+                instances: self.instances,
+                clock,
+                blocked: (self.blocked_capacity > 0).then(|| BlockedKeys::new(self.blocked_capacity)),
+                breaker: Breaker::new(self.breaker_threshold.get(), cooldown, cooldown.max(1)),
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+-- brisk-ratelimit: every policy of one request, decided atomically.
+--
+-- KEYS[i]  state of policy i; all keys share one hash tag (one cluster slot)
+-- ARGV[1]  operation: 0 consume (all-or-nothing), 1 peek, 2 refund
+-- ARGV[2]  cost
+-- ARGV[3i], ARGV[3i+1], ARGV[3i+2]  policy i: algorithm (1 gcra, 2 fixed window,
+--          3 sliding window), then gcra: emission interval (us), burst;
+--          windows: limit, window (us)
+--
+-- State: gcra "tat"; windows "index current previous" (strings, microseconds).
+-- Replies {allowed, now, then per policy: allowed, remaining, reset_after, retry_after (-1: none)}.
+-- Must compute exactly as src/algorithm.rs: integers below 2^53 only.
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local op = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local n = #KEYS
+
+local function ceil_div(a, b)
+  local q = math.floor(a / b)
+  if q * b < a then q = q + 1 end
+  if (q - 1) * b >= a and q > 0 then q = q - 1 end
+  return q
+end
+
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 end
+  if (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+
+local function read(key, algo)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  if algo == 1 then
+    return tonumber(raw)
+  end
+  local i, c, p = string.match(raw, '^(%d+) (%d+) (%d+)$')
+  if not i then return nil end
+  return { tonumber(i), tonumber(c), tonumber(p) }
+end
+
+-- Returns allowed, remaining, reset_after, retry_after, next state string, expires_at.
+local function evaluate(algo, a, b, state, c)
+  if algo == 1 then
+    local t, burst = a, b
+    local tat = state or now
+    local base = math.max(tat, now)
+    local capacity = t * burst
+    local new_tat = base + t * c
+    if new_tat - now <= capacity then
+      return 1, floor_div(capacity - (new_tat - now), t), new_tat - now, -1, string.format('%d', new_tat), new_tat
+    end
+    local retry = -1
+    if c <= burst then retry = new_tat - capacity - now end
+    return 0, floor_div(math.max(capacity - (base - now), 0), t), base - now, retry, string.format('%d', base), base
+  end
+  local limit, window = a, b
+  local index = floor_div(now, window)
+  local elapsed = now - index * window
+  local current, previous = 0, 0
+  if state then
+    if state[1] == index then
+      current, previous = state[2], state[3]
+    elseif state[1] + 1 == index and algo == 3 then
+      previous = state[2]
+    end
+  end
+  if algo == 2 then
+    local window_end = (index + 1) * window
+    local allowed = current + c <= limit
+    local used = current
+    if allowed then used = current + c end
+    local reset = 0
+    if used > 0 then reset = window_end - now end
+    local retry = -1
+    if not allowed and c <= limit then retry = window_end - now end
+    return allowed and 1 or 0, math.max(limit - used, 0), reset, retry,
+      string.format('%d %d 0', index, used), window_end
+  end
+  local weighted = ceil_div(previous * (window - elapsed), window)
+  local used = current + weighted
+  local allowed = used + c <= limit
+  local new_current = current
+  if allowed then new_current = current + c end
+  local retry = -1
+  if not allowed and c <= limit then
+    if current + c <= limit then
+      retry = window - floor_div((limit - current - c) * window, previous) - elapsed
+    else
+      retry = (window - elapsed) + (window - floor_div((limit - c) * window, current))
+    end
+  end
+  local reset = 0
+  if new_current > 0 then reset = 2 * window - elapsed elseif previous > 0 then reset = window - elapsed end
+  local remaining = limit - used
+  if allowed then remaining = remaining - c end
+  return allowed and 1 or 0, math.max(remaining, 0), reset, retry,
+    string.format('%d %d %d', index, new_current, previous), (index + 2) * window
+end
+
+local function store(key, value, expires_at)
+  local ttl_ms = ceil_div(expires_at - now, 1000)
+  if ttl_ms > 0 then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('DEL', key)
+  end
+end
+
+local reply = { 1, now }
+local pending = {}
+for i = 1, n do
+  local algo = tonumber(ARGV[3 * i])
+  local a = tonumber(ARGV[3 * i + 1])
+  local b = tonumber(ARGV[3 * i + 2])
+  local state = read(KEYS[i], algo)
+  if op == 2 then
+    -- Refund: give units back, then answer as a peek of cost 0.
+    if state then
+      if algo == 1 then
+        local tat = math.max(state - a * cost, now)
+        if tat > now then store(KEYS[i], string.format('%d', tat), tat) else redis.call('DEL', KEYS[i]) end
+        state = tat
+      else
+        local index = floor_div(now, b)
+        if state[1] == index or (algo == 3 and state[1] + 1 == index) then
+          state[2] = math.max(state[2] - cost, 0)
+          redis.call('SET', KEYS[i], string.format('%d %d %d', state[1], state[2], state[3]), 'KEEPTTL')
+        end
+      end
+    end
+    local ok, remaining, reset, retry = evaluate(algo, a, b, state, 0)
+    reply[#reply + 1] = ok
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = retry
+  else
+    local ok, remaining, reset, retry, value, expires_at = evaluate(algo, a, b, state, cost)
+    if ok == 0 then reply[1] = 0 end
+    reply[#reply + 1] = ok
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = retry
+    pending[i] = { value, expires_at, algo, a, b, state }
+  end
+end
+if op ~= 2 and reply[1] == 0 then
+  -- Nothing is charged: policies that would admit report their untouched state.
+  for i = 1, n do
+    if reply[3 + 4 * (i - 1)] == 1 then
+      local p = pending[i]
+      local _, remaining, reset, retry = evaluate(p[3], p[4], p[5], p[6], 0)
+      reply[4 + 4 * (i - 1)] = remaining
+      reply[5 + 4 * (i - 1)] = reset
+      reply[6 + 4 * (i - 1)] = retry
+    end
+  end
+end
+if op == 0 and reply[1] == 1 then
+  for i = 1, n do
+    store(KEYS[i], pending[i][1], pending[i][2])
+  end
+end
+return reply

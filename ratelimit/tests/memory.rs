@@ -1,0 +1,147 @@
+//! The limiter in memory, on a fake clock: policies, weights, peek, refund,
+//! overrides, the window algorithms and the blocked-key cache.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use brisk_ratelimit::clock::FakeClock;
+use brisk_ratelimit::{Algorithm, ErrorKind, Policy, Quota, RateLimiter, Source};
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+fn limiter(clock: &FakeClock, policies: Vec<Policy>) -> RateLimiter {
+    let mut b = RateLimiter::builder("rl:test:").clock(clock.clone());
+    for p in policies {
+        b = b.policy(p);
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn multi_policy_is_all_or_nothing() {
+    let clock = FakeClock::new();
+    let l = limiter(
+        &clock,
+        vec![Policy::new("minute", Quota::per_minute(nz(5))), Policy::new("day", Quota::per_day(nz(8)))],
+    );
+    for _ in 0..5 {
+        assert!(l.check("k").await.unwrap().is_allowed());
+    }
+    // Denied by "minute": "day" must not be charged.
+    let d = l.check("k").await.unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!(d.violated().map(|p| p.name()).collect::<Vec<_>>(), ["minute"]);
+    assert_eq!(d.policies()[1].remaining(), 3);
+    assert_eq!(d.retry_after(), Some(Duration::from_secs(12)));
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..3 {
+        assert!(l.check("k").await.unwrap().is_allowed());
+    }
+    let d = l.check("k").await.unwrap();
+    assert_eq!(d.violated().map(|p| p.name()).collect::<Vec<_>>(), ["day"]);
+    assert_eq!(d.policies()[0].remaining(), 2, "minute not charged when day refuses");
+}
+
+#[tokio::test]
+async fn weights_peek_and_refund() {
+    let clock = FakeClock::new();
+    let l = limiter(&clock, vec![Policy::new("p", Quota::per_second(nz(10)))]);
+    assert_eq!(l.check_n("k", nz(7)).await.unwrap().remaining(), 3);
+    let peek = l.peek("k", nz(4)).await.unwrap();
+    assert!(!peek.is_allowed());
+    assert_eq!(peek.retry_after(), Some(Duration::from_millis(100)));
+    assert_eq!(l.peek("k", nz(3)).await.unwrap().remaining(), 0);
+    assert_eq!(l.peek("k", nz(1)).await.unwrap().remaining(), 2, "peeks change nothing");
+    assert!(!l.check_n("k", nz(4)).await.unwrap().is_allowed());
+    let refunded = l.refund("k", nz(5)).await.unwrap();
+    assert_eq!(refunded.remaining(), 8);
+    assert!(l.check_n("k", nz(8)).await.unwrap().is_allowed());
+    // More than the capacity is never admitted.
+    let d = l.check_n("other", nz(11)).await.unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!(d.retry_after(), None);
+}
+
+#[tokio::test]
+async fn fixed_and_sliding_windows_through_the_limiter() {
+    let clock = FakeClock::starting_at(1_700_000_040_000_000); // on a minute boundary
+    let l = limiter(
+        &clock,
+        vec![
+            Policy::new("fixed", Quota::per_minute(nz(4))).algorithm(Algorithm::FixedWindow),
+            Policy::new("sliding", Quota::per_minute(nz(6))).algorithm(Algorithm::SlidingWindow),
+        ],
+    );
+    clock.advance(Duration::from_secs(50));
+    for _ in 0..4 {
+        assert!(l.check("k").await.unwrap().is_allowed());
+    }
+    let d = l.check("k").await.unwrap();
+    assert_eq!(d.violated().map(|p| p.name()).collect::<Vec<_>>(), ["fixed"]);
+    assert_eq!(d.retry_after(), Some(Duration::from_secs(10)));
+    clock.advance(Duration::from_secs(10));
+    // New fixed window; sliding still weighs 4 × 60/60 = 4 of 6.
+    let d = l.check("k").await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.policies()[0].remaining(), 3);
+    assert_eq!(d.policies()[1].remaining(), 1);
+    assert!(l.check("k").await.unwrap().is_allowed());
+    let d = l.check("k").await.unwrap();
+    assert_eq!(d.violated().map(|p| p.name()).collect::<Vec<_>>(), ["sliding"]);
+    // 2 current + ceil(4 × (60 − e)/60) ≤ 5 ⇔ e ≥ 15 s.
+    assert_eq!(d.retry_after(), Some(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn per_key_overrides() {
+    let clock = FakeClock::new();
+    let l = RateLimiter::builder("rl:test:")
+        .policy(Policy::new("api", Quota::per_minute(nz(1))))
+        .override_key("partner", [Policy::new("api", Quota::per_minute(nz(3)))])
+        .clock(clock)
+        .build()
+        .unwrap();
+    assert!(l.check("anon").await.unwrap().is_allowed());
+    assert!(!l.check("anon").await.unwrap().is_allowed());
+    for _ in 0..3 {
+        assert!(l.check("partner").await.unwrap().is_allowed());
+    }
+    assert!(!l.check("partner").await.unwrap().is_allowed());
+}
+
+#[tokio::test]
+async fn blocked_keys_are_answered_from_cache_until_retry() {
+    let clock = FakeClock::new();
+    let l = limiter(&clock, vec![Policy::new("p", Quota::per_second(nz(2)))]);
+    l.check("k").await.unwrap();
+    l.check("k").await.unwrap();
+    let first = l.check("k").await.unwrap();
+    assert_eq!(first.source(), Source::Store);
+    clock.advance(Duration::from_millis(200));
+    let cached = l.check("k").await.unwrap();
+    assert!(!cached.is_allowed());
+    assert_eq!(cached.source(), Source::BlockedCache);
+    assert_eq!(cached.retry_after(), Some(Duration::from_millis(300)));
+    clock.advance(Duration::from_millis(300));
+    let d = l.check("k").await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.source(), Source::Store);
+}
+
+#[tokio::test]
+async fn invalid_configuration_and_keys_are_refused() {
+    assert!(RateLimiter::builder("rl:").build().is_err());
+    assert!(RateLimiter::builder("rl:").policy(Policy::new("bad name", Quota::per_second(nz(1)))).build().is_err());
+    assert!(RateLimiter::builder("rl:{x}:").policy(Policy::new("p", Quota::per_second(nz(1)))).build().is_err());
+    let dup = RateLimiter::builder("rl:")
+        .policy(Policy::new("p", Quota::per_second(nz(1))))
+        .policy(Policy::new("p", Quota::per_second(nz(2))))
+        .build();
+    assert!(dup.is_err());
+    let too_fine = Quota::per_period(nz(1_000_001), Duration::from_secs(1));
+    assert!(too_fine.is_err());
+    let l = RateLimiter::builder("rl:").policy(Policy::new("p", Quota::per_second(nz(1)))).build().unwrap();
+    assert_eq!(l.check("").await.unwrap_err().kind(), ErrorKind::InvalidKey);
+}
