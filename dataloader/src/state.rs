@@ -1,0 +1,319 @@
+//! The loader's shared state: which keys are waited for, which are pending a
+//! batch and which are in one. Pure bookkeeping under one short-held mutex;
+//! the batch function is never called with it held (see `dispatch.rs`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+
+use crate::batch::ErasedBatchFn;
+use crate::cache::ValueCache;
+use crate::error::LoadError;
+use crate::stats::LoaderStats;
+
+pub(crate) type Answer<V, E> = Result<V, LoadError<E>>;
+type Tx<V, E> = oneshot::Sender<Answer<V, E>>;
+
+/// When a batch that is collecting keys is dispatched (besides being full).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Schedule {
+    /// When the task that made the batch's first load has yielded once (the
+    /// tick): that load yields and then signals the dispatcher.
+    Tick,
+    /// A fixed time after the batch's first key.
+    Window(Duration),
+}
+
+pub(crate) struct Config {
+    pub(crate) max_batch_size: usize,
+    pub(crate) schedule: Schedule,
+    pub(crate) batch_timeout: Option<Duration>,
+}
+
+pub(crate) struct Shared<K, V, E> {
+    pub(crate) batch_fn: Arc<dyn ErasedBatchFn<K, V, E>>,
+    pub(crate) config: Config,
+    pub(crate) shared_cache: Option<Arc<dyn ValueCache<K, V>>>,
+    pub(crate) permits: Option<Arc<Semaphore>>,
+    pub(crate) stats: LoaderStats,
+    pub(crate) state: Mutex<State<K, V, E>>,
+}
+
+pub(crate) struct State<K, V, E> {
+    /// The per-loader memo; `None` when caching is off or a shared cache is used.
+    pub(crate) cache: Option<HashMap<K, V>>,
+    /// Every key with callers waiting: pending (collecting) or in a batch.
+    pub(crate) keys: HashMap<K, Entry<V, E>>,
+    /// Pending keys in the order first requested; may hold keys since removed
+    /// (all callers dropped) — those are skipped when a batch is taken.
+    pub(crate) order: Vec<K>,
+    /// Live pending keys.
+    pub(crate) pending: usize,
+    /// When the oldest live pending key arrived (window scheduling).
+    pub(crate) pending_since: Option<Instant>,
+    /// Loads that had to wait, ever; the tick dispatcher watches it move.
+    pub(crate) registered: u64,
+    /// A dispatcher task is scheduled for the pending keys.
+    pub(crate) dispatcher: bool,
+    /// Which dispatcher is scheduled (tick scheduling), so that a late tick
+    /// of an earlier batch's leading load is not taken for this one's.
+    pub(crate) tick_gen: u64,
+    /// The leading load of the collecting batch has yielded (or was dropped).
+    pub(crate) ticked: bool,
+    /// Bumped by `clear`/`clear_all`: a batch that started before a clear
+    /// still answers its callers but does not write its values to the cache.
+    pub(crate) epoch: u64,
+}
+
+pub(crate) struct Entry<V, E> {
+    pub(crate) in_flight: bool,
+    pub(crate) waiters: Vec<Tx<V, E>>,
+}
+
+/// What registering a key gave: an answer now, or a place in a batch.
+pub(crate) enum Ticket<K: Eq + Hash + Clone, V, E> {
+    Ready(Answer<V, E>),
+    Wait(Waiter<K, V, E>),
+}
+
+impl<K, V, E> Shared<K, V, E> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<K, V, E>> {
+        // The state is consistent between statements (no user code runs under
+        // the lock), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<K, V, E> State<K, V, E>
+where
+    K: Eq + Hash + Clone,
+{
+    pub(crate) fn new(cache: bool) -> Self {
+        State {
+            cache: cache.then(HashMap::new),
+            keys: HashMap::new(),
+            order: Vec::new(),
+            pending: 0,
+            pending_since: None,
+            registered: 0,
+            dispatcher: false,
+            tick_gen: 0,
+            ticked: false,
+            epoch: 0,
+        }
+    }
+
+    /// Moves up to `max` pending keys, oldest first, into a batch.
+    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<K> {
+        let mut batch = Vec::with_capacity(self.pending.min(max));
+        let mut consumed = 0;
+        for key in &self.order {
+            if batch.len() == max {
+                break;
+            }
+            consumed += 1;
+            if let Some(entry) = self.keys.get_mut(key)
+                && !entry.in_flight
+            {
+                entry.in_flight = true;
+                batch.push(key.clone());
+            }
+        }
+        if consumed == self.order.len() {
+            self.order.clear();
+        } else {
+            self.order.drain(..consumed);
+        }
+        self.pending -= batch.len();
+        self.pending_since = if self.pending == 0 { None } else { Some(Instant::now()) };
+        batch
+    }
+
+    /// Takes every pending key, in batches of at most `max`.
+    pub(crate) fn take_all(&mut self, max: usize) -> Vec<Vec<K>> {
+        let mut batches = Vec::new();
+        while self.pending > 0 {
+            let batch = self.take_batch(max);
+            if batch.is_empty() {
+                break;
+            }
+            batches.push(batch);
+        }
+        batches
+    }
+}
+
+impl<K, V, E> Shared<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Registers `keys`, pushing one ticket per key (in order) into `tickets`,
+    /// and starts whatever dispatching that calls for.
+    ///
+    /// Returns a [`Lead`] when these keys started a new collecting batch under
+    /// tick scheduling: the caller must yield once, then drop it.
+    #[must_use = "the caller yields once, then drops the lead"]
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        keys: impl IntoIterator<Item = K>,
+        tickets: &mut Vec<Ticket<K, V, E>>,
+    ) -> Option<Lead<K, V, E>> {
+        let mut lead = None;
+        let max = self.config.max_batch_size;
+        let (mut loads, mut hits, mut dedups) = (0u64, 0u64, 0u64);
+        let mut full = Vec::new();
+        let mut start_dispatcher = false;
+        {
+            let mut st = self.lock();
+            for key in keys {
+                loads += 1;
+                if let Some(shared) = &self.shared_cache
+                    && let Some(value) = shared.get(&key)
+                {
+                    hits += 1;
+                    tickets.push(Ticket::Ready(Ok(value)));
+                    continue;
+                }
+                if let Some(value) = st.cache.as_ref().and_then(|c| c.get(&key)) {
+                    hits += 1;
+                    tickets.push(Ticket::Ready(Ok(value.clone())));
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                st.registered += 1;
+                if let Some(entry) = st.keys.get_mut(&key) {
+                    entry.waiters.push(tx);
+                    dedups += 1;
+                } else {
+                    st.keys.insert(key.clone(), Entry { in_flight: false, waiters: vec![tx] });
+                    st.order.push(key.clone());
+                    st.pending += 1;
+                    if st.pending == 1 {
+                        st.pending_since = Some(Instant::now());
+                    }
+                    if st.pending >= max {
+                        full.push(st.take_batch(max));
+                    } else if !st.dispatcher {
+                        st.dispatcher = true;
+                        start_dispatcher = true;
+                        if let Schedule::Tick = self.config.schedule {
+                            st.tick_gen += 1;
+                            st.ticked = false;
+                            lead = Some(Lead { shared: Arc::clone(self), tick_gen: st.tick_gen });
+                        }
+                    }
+                }
+                tickets.push(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), rx, done: false }));
+            }
+        }
+        self.stats.add_loads(loads);
+        self.stats.add_cache_hits(hits);
+        self.stats.add_dedups(dedups);
+        for batch in full {
+            tokio::spawn(crate::dispatch::run_batch(Arc::clone(self), batch));
+        }
+        if start_dispatcher {
+            tokio::spawn(crate::dispatch::dispatch_pending(Arc::clone(self)));
+        }
+        lead
+    }
+}
+
+/// Held by the load that started a collecting batch, across one yield of its
+/// task. Dropping it tells the dispatcher that the task has yielded — so every
+/// load it made in the same poll is registered — and the batch can go.
+pub(crate) struct Lead<K, V, E> {
+    shared: Arc<Shared<K, V, E>>,
+    tick_gen: u64,
+}
+
+impl<K, V, E> Drop for Lead<K, V, E> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.dispatcher && st.tick_gen == self.tick_gen {
+            st.ticked = true;
+        }
+    }
+}
+
+/// Yields once: wakes its own task and returns `Pending` the first time it is
+/// polled, so the task's other work in this poll runs first.
+#[derive(Debug, Default)]
+pub(crate) struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A caller's place in a batch. Dropping it before its batch is dispatched
+/// withdraws the caller; a key nobody waits for any more leaves the batch.
+pub(crate) struct Waiter<K: Eq + Hash + Clone, V, E> {
+    shared: Arc<Shared<K, V, E>>,
+    key: Option<K>,
+    rx: oneshot::Receiver<Answer<V, E>>,
+    done: bool,
+}
+
+// Nothing in a waiter is structurally pinned.
+impl<K: Eq + Hash + Clone, V, E> Unpin for Waiter<K, V, E> {}
+
+impl<K: Eq + Hash + Clone, V, E> Future for Waiter<K, V, E> {
+    type Output = Answer<V, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Ready(answer) => {
+                this.done = true;
+                // The sender is dropped without an answer only when the task
+                // running the batch was dropped (the runtime shut down).
+                Poll::Ready(answer.unwrap_or(Err(LoadError::Abandoned)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rx.close();
+        let Some(key) = self.key.take() else { return };
+        let mut st = self.shared.lock();
+        let Some(entry) = st.keys.get_mut(&key) else { return };
+        if entry.in_flight {
+            // A started (or dispatched) batch finishes for the callers still waiting.
+            return;
+        }
+        entry.waiters.retain(|tx| !tx.is_closed());
+        if entry.waiters.is_empty() {
+            st.keys.remove(&key);
+            st.pending -= 1;
+            if st.pending == 0 {
+                st.pending_since = None;
+            }
+            drop(st);
+            self.shared.stats.add_cancelled(1);
+        }
+    }
+}
