@@ -96,7 +96,15 @@ impl PoolState {
     /// checkout once it has queued (or been served).
     pub(crate) fn observe_waiting(&self, waiting: usize) {
         self.peak_waiting.fetch_max(waiting, Ordering::Relaxed);
-        self.observe_pressure(waiting, Instant::now());
+        if self.may_be_under_pressure(waiting) {
+            self.observe_pressure(waiting, Instant::now());
+        }
+    }
+
+    /// `false` when an observation of `waiting` cannot change the pressure
+    /// state: the hot path then reads no clock and takes no lock.
+    fn may_be_under_pressure(&self, waiting: usize) -> bool {
+        waiting > self.settings.pressure_threshold || self.pressure_active.load(Ordering::Relaxed)
     }
 
     /// The highest number of waiters since the last call, at least `current`;
@@ -106,8 +114,7 @@ impl PoolState {
     }
 
     pub(crate) fn observe_pressure(&self, waiting: usize, now: Instant) {
-        // Hot path: without pressure, no lock is taken.
-        if waiting <= self.settings.pressure_threshold && !self.pressure_active.load(Ordering::Relaxed) {
+        if !self.may_be_under_pressure(waiting) {
             return;
         }
         let mut tracker = self.pressure.lock();

@@ -182,3 +182,31 @@ async fn the_collector_reconnects_after_pgbouncer_restarts() {
     }
     assert_eq!(expect(&scrape(&registry), "pgbouncer_up", &[]), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_older_than_max_age_is_not_exported() {
+    let pg = require!(brisk_testkit::postgres().await);
+    let bouncer = require!(brisk_testkit::pgbouncer(&pg).await);
+    let fresh = PgBouncerCollector::from_url(&bouncer.admin_url()).expect("the admin URL parses");
+    let stale = PgBouncerCollector::builder(bouncer.admin_url().parse().expect("the admin URL parses"))
+        .max_age(Duration::ZERO)
+        .build();
+    let mut registry = Registry::default();
+    fresh.register(&mut registry);
+    let mut stale_registry = Registry::default();
+    stale.register(&mut stale_registry);
+    fresh.refresh().await.expect("PgBouncer is read");
+    stale.refresh().await.expect("PgBouncer is read");
+
+    let m = scrape(&registry);
+    assert_eq!(expect(&m, "pgbouncer_up", &[]), 1.0);
+    assert!(expect(&m, "pgbouncer_snapshot_age_seconds", &[]) >= 0.0);
+    // The admin console's own pool is always listed.
+    assert!(value(&m, "pgbouncer_pools_client_active_connections", &[("database", "pgbouncer")]).is_some());
+
+    // Any time at all is older than a zero max age.
+    let m = scrape(&stale_registry);
+    assert_eq!(expect(&m, "pgbouncer_up", &[]), 0.0);
+    assert!(expect(&m, "pgbouncer_snapshot_age_seconds", &[]) > 0.0);
+    assert!(!m.families.contains_key("pgbouncer_pools_client_active_connections"));
+}
