@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::budget::Budgets;
 
@@ -87,20 +87,16 @@ impl RedMetrics {
     }
 
     pub(crate) fn register(&self, registry: &mut Registry) {
-        registry.register_with_unit(
-            "http_server_request_duration",
+        // The unit is in the name, without a `# UNIT` line: strict OpenMetrics
+        // parsers (openmetrics-parser 0.5) reject `# UNIT` on histograms.
+        registry.register(
+            "http_server_request_duration_seconds",
             "Time from receiving the request to the end of the response body",
-            Unit::Seconds,
             self.duration.clone(),
         );
         registry.register("http_server_requests", "Requests served, by route and status", self.requests.clone());
         registry.register("http_server_active_requests", "Requests in flight", self.active.clone());
-        registry.register_with_unit(
-            "http_server_response_body_size",
-            "Size of response bodies",
-            Unit::Bytes,
-            self.body_size.clone(),
-        );
+        registry.register("http_server_response_body_size_bytes", "Size of response bodies", self.body_size.clone());
         registry.register(
             "budget_violations",
             "Requests that broke a route budget, by budget",
