@@ -38,11 +38,15 @@
 //! ## How it behaves
 //!
 //! - **Batching.** A load registers its key when first polled. Keys are
-//!   collected until the tasks that submitted them yield (the tick) — or, with
-//!   [`Builder::window`], for a fixed time — and a batch that reaches
-//!   [`Builder::max_batch_size`] is dispatched at once; larger sets are split.
-//!   At most [`Builder::max_in_flight`] batches run at once, concurrently: no
-//!   lock is held while the batch function runs.
+//!   collected until the task that made the batch's first load has yielded
+//!   once (the tick): every load that task makes in the same poll — a
+//!   `join!`, a `join_all` over a page of rows — and every load other tasks
+//!   make meanwhile share the batch, on a current-thread or a multi-thread
+//!   runtime alike. With [`Builder::window`] keys are collected for a fixed
+//!   time instead. A batch that reaches [`Builder::max_batch_size`] is
+//!   dispatched at once; larger sets are split. At most
+//!   [`Builder::max_in_flight`] batches run at once, concurrently, each on its
+//!   own task: no lock is held while the batch function runs.
 //! - **De-duplication.** A key already pending or in a running batch is not
 //!   requested again; all its callers get the one answer (`V: Clone` — wrap
 //!   large values in an `Arc`).
@@ -58,8 +62,8 @@
 //!   withdraws the key when nobody else wants it; a batch nobody waits for is
 //!   not started; a started batch finishes for the callers still waiting.
 //! - **Cache.** By default each loader memoizes into its own map — give each
-//!   request its own loaders (`RequestLoadersLayer`, `tower` feature) and nothing leaks between
-//!   users. Loaders shared across requests can use a bounded LRU/TTL cache
+//!   request its own loaders (`RequestLoadersLayer`, `tower` feature) and
+//!   nothing leaks between users. Loaders shared across requests can use a bounded LRU/TTL cache
 //!   ([`cache`]) or none ([`Builder::cache`]`(false)`).
 //! - **Stats.** [`LoaderStats`]: loads, cache hits, dedups, batches, a
 //!   batch-size histogram, not-found and errors; exported to Prometheus with
