@@ -105,7 +105,7 @@
 //! | feature | enables | pulls in |
 //! |---|---|---|
 //! | *(none)* | [`PoolMetrics`], [`InstrumentedPool`] for any deadpool pool | `deadpool` (no default features), `prometheus-client`, `tracing`, `parking_lot` |
-//! | `pgbouncer` | [`pgbouncer::PgBouncerCollector`] (`SHOW POOLS`, `SHOW STATS`) | `tokio-postgres`, `tokio` |
+//! | `pgbouncer` | `pgbouncer::PgBouncerCollector` (`SHOW POOLS`, `SHOW STATS`) | `tokio-postgres`, `tokio` |
 //!
 //! The core does not depend on any deadpool backend: deadpool-postgres,
 //! deadpool-redis and deadpool-sqlite pools are all `deadpool::managed::Pool`s.
