@@ -211,6 +211,10 @@ impl PoolMetricsBuilder {
 
     /// How long waiters must stay above the threshold before a warning; the
     /// warning then repeats at most once per period. Default 10 s.
+    ///
+    /// There is no background task: the number of waiters is looked at by
+    /// each checkout of an [`InstrumentedPool`] and by each scrape, so a pool
+    /// that is only watched is checked once per scrape.
     pub fn pressure_period(mut self, period: Duration) -> Self {
         self.settings.pressure_period = period;
         self
@@ -219,6 +223,10 @@ impl PoolMetricsBuilder {
     /// Count, and warn about, connections held at least this long, naming the
     /// span that was current at checkout. `None` turns it off (and the span is
     /// no longer captured). Default 30 s.
+    ///
+    /// The check runs when the [`Checkout`](crate::Checkout) is dropped: a
+    /// connection that is never returned shows in `db_client_connection_count{state="used"}`
+    /// and `db_client_connection_starved`, not here.
     pub fn held_too_long(mut self, threshold: Option<Duration>) -> Self {
         self.settings.held_too_long = threshold;
         self
