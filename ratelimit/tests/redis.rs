@@ -1,0 +1,177 @@
+//! The Redis store against a real Redis: the Lua script agrees with the
+//! in-memory algorithms, decides several policies in one round trip, reloads
+//! itself after SCRIPT FLUSH, and survives corrupt state.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use brisk_ratelimit::clock::FakeClock;
+use brisk_ratelimit::store::RedisStore;
+use brisk_ratelimit::{Algorithm, Policy, Quota, RateLimiter, Source};
+use brisk_testkit::require;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+async fn store(redis: &brisk_testkit::Redis) -> RedisStore {
+    RedisStore::builder().timeout(Duration::from_secs(2)).connect(redis.client()).await.unwrap()
+}
+
+fn policies() -> Vec<Policy> {
+    vec![
+        Policy::new("gcra", Quota::per_hour(nz(7)).with_burst(nz(5))),
+        Policy::new("fixed", Quota::per_hour(nz(9))).algorithm(Algorithm::FixedWindow),
+        Policy::new("sliding", Quota::per_day(nz(6))).algorithm(Algorithm::SlidingWindow),
+    ]
+}
+
+fn build(prefix: &str, store: Option<RedisStore>, policies: Vec<Policy>) -> RateLimiter {
+    let mut b = RateLimiter::builder(prefix).blocked_keys_capacity(0).clock(FakeClock::new());
+    for p in policies {
+        b = b.policy(p);
+    }
+    if let Some(s) = store {
+        b = b.store(s);
+    }
+    b.build().unwrap()
+}
+
+async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(['=', ',']).nth(1))
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Calls per command, from INFO commandstats (commands run inside scripts included).
+async fn command_calls(con: &mut redis::aio::MultiplexedConnection) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| !l.starts_with("info:"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            Some((name.to_owned(), rest.split(['=', ',']).nth(1)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lua_agrees_with_memory_on_every_algorithm() {
+    let redis = require!(brisk_testkit::redis().await);
+    let prefix = brisk_testkit::unique_name("rl:agree:");
+    let on_redis = build(&prefix, Some(store(&redis).await), policies());
+    let in_memory = build(&prefix, None, policies());
+    for cost in [1, 2, 1, 3, 1, 1, 4, 1, 1, 1] {
+        let a = on_redis.check_n("k", nz(cost)).await.unwrap();
+        let b = in_memory.check_n("k", nz(cost)).await.unwrap();
+        assert_eq!(a.is_allowed(), b.is_allowed(), "cost {cost}");
+        for (x, y) in a.policies().iter().zip(b.policies()) {
+            assert_eq!((x.name(), x.is_allowed(), x.remaining()), (y.name(), y.is_allowed(), y.remaining()));
+            assert_eq!(x.retry_after().is_some(), y.retry_after().is_some());
+            assert_eq!(x.source(), Source::Store);
+        }
+        let (pa, pb) = (on_redis.peek("k", nz(1)).await.unwrap(), in_memory.peek("k", nz(1)).await.unwrap());
+        assert_eq!(pa.remaining(), pb.remaining());
+    }
+    let a = on_redis.refund("k", nz(2)).await.unwrap();
+    let b = in_memory.refund("k", nz(2)).await.unwrap();
+    assert_eq!(
+        a.policies().iter().map(|p| p.remaining()).collect::<Vec<_>>(),
+        b.policies().iter().map(|p| p.remaining()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn gcra_timing_on_redis_time() {
+    let redis = require!(brisk_testkit::redis().await);
+    let prefix = brisk_testkit::unique_name("rl:timing:");
+    let l = build(&prefix, Some(store(&redis).await), vec![Policy::new("p", Quota::per_minute(nz(2)))]);
+    assert_eq!(l.check("k").await.unwrap().remaining(), 1);
+    assert_eq!(l.check("k").await.unwrap().remaining(), 0);
+    let denied = l.check("k").await.unwrap();
+    assert!(!denied.is_allowed());
+    let retry = denied.retry_after().unwrap();
+    // One unit every 30 s; Redis time moved on by at most the test's runtime.
+    assert!(retry <= Duration::from_secs(30) && retry > Duration::from_secs(25), "{retry:?}");
+    let reset = denied.policies()[0].reset_after();
+    assert!(reset <= Duration::from_secs(60) && reset > Duration::from_secs(55), "{reset:?}");
+    // The key expires with its state.
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg(format!("{prefix}{{k}}:p")).query_async(&mut con).await.unwrap();
+    assert!(ttl > 55_000 && ttl <= 60_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn one_round_trip_per_decision_also_with_two_policies() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:rtt:");
+    let l = build(
+        &prefix,
+        Some(store(&redis).await),
+        vec![Policy::new("minute", Quota::per_minute(nz(100))), Policy::new("day", Quota::per_day(nz(5_000)))],
+    );
+    l.check("warm").await.unwrap(); // loads the script (NOSCRIPT, SCRIPT LOAD, EVALSHA)
+    let before = command_calls(&mut con).await;
+    for i in 0..50 {
+        assert!(l.check(&format!("client-{}", i % 5)).await.unwrap().is_allowed());
+    }
+    let after = command_calls(&mut con).await;
+    let delta: std::collections::BTreeMap<_, _> = after
+        .iter()
+        .map(|(k, v)| (k.as_str(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    // One EVALSHA per decision from the client; inside it TIME, and GET + SET per policy.
+    assert_eq!(delta, [("evalsha", 50), ("get", 100), ("set", 100), ("time", 50)].into_iter().collect());
+}
+
+#[tokio::test]
+async fn blocked_keys_cost_no_round_trip() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:blocked:");
+    let l = RateLimiter::builder(&prefix)
+        .policy(Policy::new("p", Quota::per_hour(nz(1))))
+        .store(store(&redis).await)
+        .build()
+        .unwrap();
+    assert!(l.check("k").await.unwrap().is_allowed());
+    assert!(!l.check("k").await.unwrap().is_allowed());
+    let before = evalsha_calls(&mut con).await;
+    for _ in 0..100 {
+        let d = l.check("k").await.unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!(d.source(), Source::BlockedCache);
+    }
+    assert_eq!(evalsha_calls(&mut con).await, before);
+}
+
+#[tokio::test]
+async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:flush:");
+    let l = build(
+        &prefix,
+        Some(store(&redis).await),
+        vec![
+            Policy::new("g", Quota::per_hour(nz(3))),
+            Policy::new("w", Quota::per_hour(nz(3))).algorithm(Algorithm::SlidingWindow),
+        ],
+    );
+    assert_eq!(l.check("k").await.unwrap().remaining(), 2);
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut con).await.unwrap();
+    assert_eq!(l.check("k").await.unwrap().remaining(), 1);
+    for key in ["g", "w"] {
+        let _: () =
+            redis::cmd("SET").arg(format!("{prefix}{{k}}:{key}")).arg("garbage").query_async(&mut con).await.unwrap();
+    }
+    let d = l.check("k").await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.remaining(), 2, "unreadable state counts as fresh, never an error");
+}
