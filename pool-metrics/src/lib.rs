@@ -26,6 +26,8 @@
 //! let primary = metrics.pool("primary");
 //! let pool = Pool::<Numbers>::builder(Numbers)
 //!     .max_size(16)
+//!     .wait_timeout(Some(std::time::Duration::from_secs(2))) // see below
+//!     .runtime(deadpool::Runtime::Tokio1)
 //!     .post_create(primary.post_create_hook())
 //!     .build()
 //!     .unwrap();
