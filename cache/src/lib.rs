@@ -33,11 +33,12 @@
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `redis` | no | L2 on Redis (single server or Redis Cluster), the invalidation bus, the distributed fill lease |
-//! | `prometheus` | no | [`TieredCache::register`]: metrics on a `prometheus_client` registry |
+//! | `redis` | yes | L2 on Redis (single server or Redis Cluster), the invalidation bus, the distributed fill lease |
+//! | `prometheus` | yes | `TieredCache::register`: metrics on a `prometheus_client` registry |
 //! | `json` | no | [`JsonCodec`], for values shared with services in other languages |
 //!
-//! Without features the cache is L1-only: one process, same API.
+//! With `default-features = false` the cache is L1-only: one process, the
+//! same API, and no Redis or prometheus-client in the dependency tree.
 //!
 //! ## Design
 //!
