@@ -59,7 +59,7 @@ use crate::state::{ERROR_REASONS, PoolState, Settings, TIMEOUT_REASONS};
 /// | `db_client_connection_max` | the pool's `max_size` |
 /// | `db_client_connection_pending_requests` | tasks waiting for a connection now |
 /// | `db_pool_size{state="idle"\|"total"\|"waiting"}` | the same, under the older `db_pool_size` name |
-/// | `db_client_connection_pending_requests_peak` | the most tasks waiting at once since the previous scrape |
+/// | `db_client_connection_pending_requests_peak` | the most tasks waiting at once since the previous scrape (seen by every checkout of an [`InstrumentedPool`]; a pool that is only watched reports the count at the scrape) |
 /// | `db_client_connection_starved` | 1 when no connection is idle and tasks are waiting |
 ///
 /// The first three and `db_pool_size` can each be switched off
