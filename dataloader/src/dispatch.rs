@@ -14,10 +14,13 @@ use crate::error::LoadError;
 use crate::state::{Answer, Schedule, Shared};
 
 /// Yields without a new load after which the tick dispatcher stops waiting for
-/// a leading load that is not polled again. Large, because on a multi-thread
-/// runtime the dispatcher yields on another worker while the submitting task
-/// may still be registering loads in the same poll.
-const NEGLECTED_LEAD_YIELDS: u32 = 1024;
+/// a leading load that is not polled again (polled once, then neither polled
+/// nor dropped — rare, but it must not stall the batch). Large, because on a
+/// multi-thread runtime the dispatcher yields on another worker while the
+/// submitting task may still be registering loads in the same poll, or be
+/// preempted by the OS for milliseconds. It bounds how long a neglected lead
+/// can hold a batch (tens of milliseconds) without needing a timer.
+const NEGLECTED_LEAD_YIELDS: u32 = 50_000;
 
 /// The dispatcher task of a collecting batch: waits for the tick (or window),
 /// then dispatches every pending key.
@@ -64,40 +67,35 @@ where
             tokio::time::sleep_until(deadline).await;
         },
     }
-    let mut batches = {
+    let (mut batches, leaves) = {
         let mut st = shared.lock();
         st.dispatcher = false;
         st.ticked = false;
-        st.take_all(shared.config.max_batch_size)
+        (st.take_all(shared.config.max_batch_size), st.in_flight_leaves)
     };
     guard.shared = None;
     let last = batches.pop();
     for batch in batches {
-        tokio::spawn(run_batch(Arc::clone(&shared), batch));
+        tokio::spawn(run_batch(Arc::clone(&shared), batch, leaves));
     }
     if let Some(batch) = last {
-        run_batch(shared, batch).await;
+        run_batch(shared, batch, leaves).await;
     }
 }
 
 /// If a dispatcher task is dropped before it dispatched (its runtime shut
 /// down), its pending keys would wait for ever: abandon them instead.
-struct DispatcherGuard<K, V, E> {
+struct DispatcherGuard<K: Eq + Hash + Clone, V, E> {
     shared: Option<Arc<Shared<K, V, E>>>,
 }
 
-impl<K, V, E> Drop for DispatcherGuard<K, V, E> {
+impl<K: Eq + Hash + Clone, V, E> Drop for DispatcherGuard<K, V, E> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             let mut st = shared.lock();
             st.dispatcher = false;
             st.ticked = false;
-            // Keys are only `Eq + Hash` under the bounds of `abandon_pending`;
-            // retain on the map needs none.
-            st.keys.retain(|_, entry| entry.in_flight);
-            st.order.clear();
-            st.pending = 0;
-            st.pending_since = None;
+            st.abandon_pending();
         }
     }
 }
@@ -123,7 +121,11 @@ impl<K: Eq + Hash, V, E> Drop for BatchGuard<K, V, E> {
 /// Runs one dispatched batch: waits for an in-flight permit, drops keys nobody
 /// waits for any more (a batch with none left is not started), calls the batch
 /// function without any lock held, and answers every caller.
-pub(crate) async fn run_batch<K, V, E>(shared: Arc<Shared<K, V, E>>, keys: Vec<K>)
+///
+/// `leaves_at_dispatch` is the loader's count of callers that left after
+/// dispatch, read when this batch was dispatched: if it has not moved, every
+/// key is still wanted and no look-ups are needed.
+pub(crate) async fn run_batch<K, V, E>(shared: Arc<Shared<K, V, E>>, keys: Vec<K>, leaves_at_dispatch: u64)
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
@@ -142,22 +144,22 @@ where
     let (keys, epoch) = {
         let mut st = shared.lock();
         let all = guard.keys.take().expect("armed until here");
-        let mut live = Vec::with_capacity(all.len());
-        let mut cancelled = 0;
-        for key in all.iter() {
-            let alive = st.keys.get_mut(key).is_some_and(|entry| {
-                entry.waiters.retain(|tx| !tx.is_closed());
-                !entry.waiters.is_empty()
-            });
-            if alive {
-                live.push(key.clone());
-            } else {
-                st.keys.remove(key);
-                cancelled += 1;
+        if st.in_flight_leaves == leaves_at_dispatch {
+            (all, st.epoch)
+        } else {
+            let mut live = Vec::with_capacity(all.len());
+            let mut cancelled = 0;
+            for key in all.iter() {
+                if st.keys.get_mut(key).is_some_and(|entry| entry.waiters.retain_open()) {
+                    live.push(key.clone());
+                } else {
+                    st.keys.remove(key);
+                    cancelled += 1;
+                }
             }
+            shared.stats.add_cancelled(cancelled);
+            (Arc::<[K]>::from(live), st.epoch)
         }
-        shared.stats.add_cancelled(cancelled);
-        (Arc::<[K]>::from(live), st.epoch)
     };
     if keys.is_empty() {
         tracing::trace!("every caller of the batch left before it started; not started");
@@ -242,7 +244,7 @@ where
         let mut st = shared.lock();
         cache_fresh = st.epoch == epoch;
         for (key, answer) in keys.iter().zip(answers) {
-            let waiters = st.keys.remove(key).map(|entry| entry.waiters).unwrap_or_default();
+            let waiters = st.keys.remove(key).map(|entry| entry.waiters);
             match &answer {
                 Ok(value) if cache_fresh => {
                     if let Some(cache) = st.cache.as_mut() {
@@ -265,13 +267,8 @@ where
         }
     }
     for (waiters, answer) in deliveries {
-        let mut waiters = waiters.into_iter().filter(|tx| !tx.is_closed()).peekable();
-        while let Some(tx) = waiters.next() {
-            if waiters.peek().is_none() {
-                let _ = tx.send(answer);
-                break;
-            }
-            let _ = tx.send(answer.clone());
+        if let Some(waiters) = waiters {
+            waiters.answer(answer);
         }
     }
 }

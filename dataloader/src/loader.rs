@@ -99,12 +99,12 @@ where
     /// [`LoadError::NotFound`] when the batch function returned no value for
     /// the key, or the error of the key or of its batch.
     pub async fn load(&self, key: K) -> Result<V, LoadError<E>> {
-        let mut tickets = Vec::with_capacity(1);
-        if let Some(lead) = self.shared.register([key], &mut tickets) {
+        let mut ticket = None;
+        if let Some(lead) = self.shared.register([key], |t| ticket = Some(t)) {
             YieldOnce::default().await;
             drop(lead);
         }
-        match tickets.pop() {
+        match ticket {
             Some(Ticket::Ready(answer)) => answer,
             Some(Ticket::Wait(waiter)) => waiter.await,
             None => unreachable!("one key registered, one ticket"),
@@ -150,7 +150,7 @@ where
         let keys: Vec<K> = keys.into_iter().collect();
         async move {
             let mut tickets = Vec::with_capacity(keys.len());
-            if let Some(lead) = self.shared.register(keys, &mut tickets) {
+            if let Some(lead) = self.shared.register(keys, |t| tickets.push(t)) {
                 YieldOnce::default().await;
                 drop(lead);
             }

@@ -2,7 +2,7 @@
 //! batch and which are in one. Pure bookkeeping under one short-held mutex;
 //! the batch function is never called with it held (see `dispatch.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
@@ -51,9 +51,21 @@ pub(crate) struct State<K, V, E> {
     pub(crate) cache: Option<HashMap<K, V>>,
     /// Every key with callers waiting: pending (collecting) or in a batch.
     pub(crate) keys: HashMap<K, Entry<V, E>>,
-    /// Pending keys in the order first requested; may hold keys since removed
-    /// (all callers dropped) — those are skipped when a batch is taken.
-    pub(crate) order: Vec<K>,
+    /// Pending keys with their sequence numbers, in the order first
+    /// requested. May hold `stale` keys since withdrawn (all callers dropped),
+    /// which are skipped when a batch is taken.
+    pub(crate) order: VecDeque<(u64, K)>,
+    /// Withdrawn keys still listed in `order`; while 0, taking a batch
+    /// needs no look-ups.
+    pub(crate) stale: usize,
+    /// The sequence number of the next new pending key.
+    pub(crate) next_seq: u64,
+    /// Every key with a lower sequence number has been dispatched: an entry is
+    /// pending exactly when its `seq` is at least this.
+    pub(crate) dispatched: u64,
+    /// Callers dropped after their key was dispatched; a batch that sees this
+    /// unchanged when it starts knows all its keys are still wanted.
+    pub(crate) in_flight_leaves: u64,
     /// Live pending keys.
     pub(crate) pending: usize,
     /// When the oldest live pending key arrived (window scheduling).
@@ -73,8 +85,60 @@ pub(crate) struct State<K, V, E> {
 }
 
 pub(crate) struct Entry<V, E> {
-    pub(crate) in_flight: bool,
-    pub(crate) waiters: Vec<Tx<V, E>>,
+    pub(crate) seq: u64,
+    pub(crate) waiters: Waiters<V, E>,
+}
+
+/// The callers of one key; one caller (the common case) needs no `Vec`.
+pub(crate) enum Waiters<V, E> {
+    One(Tx<V, E>),
+    Many(Vec<Tx<V, E>>),
+}
+
+impl<V, E> Waiters<V, E> {
+    fn push(&mut self, tx: Tx<V, E>) {
+        match self {
+            Waiters::Many(all) => all.push(tx),
+            Waiters::One(_) => {
+                let Waiters::One(first) = std::mem::replace(self, Waiters::Many(Vec::new())) else {
+                    unreachable!("matched One")
+                };
+                *self = Waiters::Many(vec![first, tx]);
+            }
+        }
+    }
+
+    /// Forgets callers that left; `false` when none is left.
+    pub(crate) fn retain_open(&mut self) -> bool {
+        match self {
+            Waiters::One(tx) => !tx.is_closed(),
+            Waiters::Many(all) => {
+                all.retain(|tx| !tx.is_closed());
+                !all.is_empty()
+            }
+        }
+    }
+}
+
+impl<V: Clone, E> Waiters<V, E> {
+    /// Sends `answer` to every caller still waiting (a clone to all but the last).
+    pub(crate) fn answer(self, answer: Answer<V, E>) {
+        match self {
+            Waiters::One(tx) => {
+                let _ = tx.send(answer);
+            }
+            Waiters::Many(all) => {
+                let mut open = all.into_iter().filter(|tx| !tx.is_closed()).peekable();
+                while let Some(tx) = open.next() {
+                    if open.peek().is_none() {
+                        let _ = tx.send(answer);
+                        break;
+                    }
+                    let _ = tx.send(answer.clone());
+                }
+            }
+        }
+    }
 }
 
 /// What registering a key gave: an answer now, or a place in a batch.
@@ -99,7 +163,11 @@ where
         State {
             cache: cache.then(HashMap::new),
             keys: HashMap::new(),
-            order: Vec::new(),
+            order: VecDeque::new(),
+            stale: 0,
+            next_seq: 0,
+            dispatched: 0,
+            in_flight_leaves: 0,
             pending: 0,
             pending_since: None,
             registered: 0,
@@ -113,27 +181,34 @@ where
     /// Moves up to `max` pending keys, oldest first, into a batch.
     pub(crate) fn take_batch(&mut self, max: usize) -> Vec<K> {
         let mut batch = Vec::with_capacity(self.pending.min(max));
-        let mut consumed = 0;
-        for key in &self.order {
-            if batch.len() == max {
-                break;
-            }
-            consumed += 1;
-            if let Some(entry) = self.keys.get_mut(key)
-                && !entry.in_flight
-            {
-                entry.in_flight = true;
-                batch.push(key.clone());
-            }
-        }
-        if consumed == self.order.len() {
-            self.order.clear();
+        if self.stale == 0 {
+            let n = max.min(self.order.len());
+            batch.extend(self.order.drain(..n).map(|(_, key)| key));
         } else {
-            self.order.drain(..consumed);
+            while batch.len() < max {
+                let Some((seq, key)) = self.order.pop_front() else { break };
+                if self.keys.get(&key).is_some_and(|entry| entry.seq == seq) {
+                    batch.push(key);
+                } else {
+                    self.stale -= 1;
+                }
+            }
         }
+        self.dispatched = self.order.front().map_or(self.next_seq, |(seq, _)| *seq);
         self.pending -= batch.len();
         self.pending_since = if self.pending == 0 { None } else { Some(Instant::now()) };
         batch
+    }
+
+    /// Withdraws every pending key (their callers see [`LoadError::Abandoned`]).
+    pub(crate) fn abandon_pending(&mut self) {
+        let dispatched = self.dispatched;
+        self.keys.retain(|_, entry| entry.seq < dispatched);
+        self.order.clear();
+        self.stale = 0;
+        self.pending = 0;
+        self.pending_since = None;
+        self.dispatched = self.next_seq;
     }
 
     /// Takes every pending key, in batches of at most `max`.
@@ -156,7 +231,7 @@ where
     V: Clone + Send + 'static,
     E: Send + Sync + 'static,
 {
-    /// Registers `keys`, pushing one ticket per key (in order) into `tickets`,
+    /// Registers `keys`, handing one ticket per key (in order) to `tickets`,
     /// and starts whatever dispatching that calls for.
     ///
     /// Returns a [`Lead`] when these keys started a new collecting batch under
@@ -165,7 +240,7 @@ where
     pub(crate) fn register(
         self: &Arc<Self>,
         keys: impl IntoIterator<Item = K>,
-        tickets: &mut Vec<Ticket<K, V, E>>,
+        mut tickets: impl FnMut(Ticket<K, V, E>),
     ) -> Option<Lead<K, V, E>> {
         let mut lead = None;
         let max = self.config.max_batch_size;
@@ -180,28 +255,39 @@ where
                     && let Some(value) = shared.get(&key)
                 {
                     hits += 1;
-                    tickets.push(Ticket::Ready(Ok(value)));
+                    tickets(Ticket::Ready(Ok(value)));
                     continue;
                 }
                 if let Some(value) = st.cache.as_ref().and_then(|c| c.get(&key)) {
                     hits += 1;
-                    tickets.push(Ticket::Ready(Ok(value.clone())));
+                    tickets(Ticket::Ready(Ok(value.clone())));
                     continue;
                 }
                 let (tx, rx) = oneshot::channel();
                 st.registered += 1;
-                if let Some(entry) = st.keys.get_mut(&key) {
-                    entry.waiters.push(tx);
+                let seq = st.next_seq;
+                let is_new = match st.keys.entry(key.clone()) {
+                    hash_map::Entry::Occupied(mut entry) => {
+                        entry.get_mut().waiters.push(tx);
+                        false
+                    }
+                    hash_map::Entry::Vacant(entry) => {
+                        entry.insert(Entry { seq, waiters: Waiters::One(tx) });
+                        true
+                    }
+                };
+                if !is_new {
                     dedups += 1;
                 } else {
-                    st.keys.insert(key.clone(), Entry { in_flight: false, waiters: vec![tx] });
-                    st.order.push(key.clone());
+                    st.next_seq += 1;
+                    st.order.push_back((seq, key.clone()));
                     st.pending += 1;
                     if st.pending == 1 {
                         st.pending_since = Some(Instant::now());
                     }
                     if st.pending >= max {
-                        full.push(st.take_batch(max));
+                        let batch = st.take_batch(max);
+                        full.push((batch, st.in_flight_leaves));
                     } else if !st.dispatcher {
                         st.dispatcher = true;
                         start_dispatcher = true;
@@ -212,14 +298,14 @@ where
                         }
                     }
                 }
-                tickets.push(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), rx, done: false }));
+                tickets(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), rx, done: false }));
             }
         }
         self.stats.add_loads(loads);
         self.stats.add_cache_hits(hits);
         self.stats.add_dedups(dedups);
-        for batch in full {
-            tokio::spawn(crate::dispatch::run_batch(Arc::clone(self), batch));
+        for (batch, leaves) in full {
+            tokio::spawn(crate::dispatch::run_batch(Arc::clone(self), batch, leaves));
         }
         if start_dispatcher {
             tokio::spawn(crate::dispatch::dispatch_pending(Arc::clone(self)));
@@ -300,14 +386,17 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
         self.rx.close();
         let Some(key) = self.key.take() else { return };
         let mut st = self.shared.lock();
+        let dispatched = st.dispatched;
         let Some(entry) = st.keys.get_mut(&key) else { return };
-        if entry.in_flight {
-            // A started (or dispatched) batch finishes for the callers still waiting.
+        if entry.seq < dispatched {
+            // A dispatched batch still runs for the callers still waiting; it
+            // checks for callers that left before it starts.
+            st.in_flight_leaves += 1;
             return;
         }
-        entry.waiters.retain(|tx| !tx.is_closed());
-        if entry.waiters.is_empty() {
+        if !entry.waiters.retain_open() {
             st.keys.remove(&key);
+            st.stale += 1;
             st.pending -= 1;
             if st.pending == 0 {
                 st.pending_since = None;
