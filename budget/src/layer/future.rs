@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::{HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response};
 use http_body::Body;
 
 use super::ResponseBody;
 use crate::scope::RequestScope;
 use crate::state::{CacheStatus, Finished, RouteState, Shared};
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// One request on its way through the layer. Dropping it records the request:
 /// at the end of the response body, or earlier when the request fails, is
@@ -36,11 +39,11 @@ impl InFlight {
     /// What the layer knows when the response head is ready.
     fn head<B>(&mut self, response: &mut Response<B>) {
         self.status = Some(response.status().as_u16());
-        self.cache = CacheStatus::from_header(response.headers().get("x-cache"));
+        self.cache = CacheStatus::from_header(response.headers().get(X_CACHE));
         if self.shared.config.server_timing {
             let value = self.server_timing(response);
             if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().append("server-timing", value);
+                response.headers_mut().append(SERVER_TIMING, value);
             }
         }
     }
