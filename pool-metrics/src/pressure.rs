@@ -90,6 +90,41 @@ mod tests {
         assert!(!p.is_tracking());
     }
 
+    proptest::proptest! {
+        /// Against a model: a warning comes exactly when waiters have been
+        /// above the threshold without a break for at least the period, and
+        /// no warning was given in this episode during the last period.
+        #[test]
+        fn warns_exactly_when_pressure_is_sustained(
+            steps in proptest::collection::vec((0u64..4_000, 0usize..10), 1..60),
+        ) {
+            let period = Duration::from_millis(3_000);
+            let t0 = Instant::now();
+            let mut tracker = PressureTracker::new(5, period);
+            let mut now = t0;
+            let mut episode_start: Option<Instant> = None;
+            let mut last_warning: Option<Instant> = None;
+            for (dt, waiting) in steps {
+                now += Duration::from_millis(dt);
+                let verdict = tracker.observe(waiting, now);
+                if waiting <= 5 {
+                    episode_start = None;
+                    last_warning = None;
+                    proptest::prop_assert_eq!(verdict, Pressure::Normal);
+                    continue;
+                }
+                let start = *episode_start.get_or_insert(now);
+                let due = now - start >= period && last_warning.is_none_or(|at| now - at >= period);
+                if due {
+                    last_warning = Some(now);
+                    proptest::prop_assert_eq!(verdict, Pressure::Sustained { waiting, for_: now - start });
+                } else {
+                    proptest::prop_assert_eq!(verdict, Pressure::Normal);
+                }
+            }
+        }
+    }
+
     #[test]
     fn threshold_is_exclusive() {
         let t0 = Instant::now();
