@@ -60,13 +60,15 @@ mod quota;
 
 #[cfg(feature = "tower")]
 pub mod key;
-//#[cfg(feature = "tower")]
-//mod layer;
+#[cfg(feature = "tower")]
+mod layer;
 
 pub use decision::{Decision, PolicyDecision, Source};
 pub use error::{BuildError, Error, ErrorKind};
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use quota::{Algorithm, OnStoreError, Policy, Quota, QuotaError};
 
-//#[cfg(feature = "tower")]
-//pub use layer::{HeaderStyle, MissingKey, RateLimit, RateLimitBody, RateLimitLayer, ResponseFuture};
+#[cfg(feature = "tower")]
+pub use layer::{
+    HeaderStyle, MissingKey, RateLimit, RateLimitBody, RateLimitLayer, RequestCost, ResponseFuture, UnitCost,
+};

@@ -63,13 +63,19 @@ impl<B, X: KeyExtractor<B>, Y: KeyExtractor<B>> KeyExtractor<B> for (X, Y) {
 /// How the peer (TCP) address is found in the request extensions.
 pub type PeerAddrFn = fn(&Extensions) -> Option<IpAddr>;
 
-/// The default peer lookup: axum's `ConnectInfo<SocketAddr>` (feature
-/// `axum`), else a `SocketAddr` or `IpAddr` extension (insert one yourself
+/// The default peer lookup: axum's `ConnectInfo<SocketAddr>` or
+/// `MockConnectInfo<SocketAddr>` (feature `axum`), else a `SocketAddr` or `IpAddr` extension (insert one yourself
 /// when serving with hyper directly).
 pub fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
-    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(info.0.ip());
+    {
+        if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+            return Some(info.0.ip());
+        }
+        // What axum's own `ConnectInfo` extractor falls back to in tests.
+        if let Some(info) = extensions.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>() {
+            return Some(info.0.ip());
+        }
     }
     extensions.get::<SocketAddr>().map(SocketAddr::ip).or_else(|| extensions.get::<IpAddr>().copied())
 }
