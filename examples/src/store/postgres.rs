@@ -83,7 +83,13 @@ type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
-        if err.as_db_error().is_some() { Self::Database(Box::new(err)) } else { Self::Unavailable(Box::new(err)) }
+        // Connection exceptions (08), operator intervention such as a shutdown
+        // (57) and insufficient resources (53) pass: they are "try again".
+        let transient = match err.code() {
+            None => true,
+            Some(code) => matches!(&code.code()[..2], "08" | "53" | "57"),
+        };
+        if transient || err.is_closed() { Self::Unavailable(Box::new(err)) } else { Self::Database(Box::new(err)) }
     }
 }
 
