@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use deadpool::Status;
@@ -66,7 +67,8 @@ use crate::state::{ERROR_REASONS, PoolState, Settings, TIMEOUT_REASONS};
 /// ([`opentelemetry_names`](PoolMetricsBuilder::opentelemetry_names),
 /// [`db_pool_size`](PoolMetricsBuilder::db_pool_size)).
 ///
-/// Recorded by [`InstrumentedPool`] and [`PoolRecorder::post_create_hook`]:
+/// Recorded by [`InstrumentedPool`] (and, for creation, by
+/// [`PoolRecorder::post_create_hook`]); absent for pools without them:
 ///
 /// | metric | meaning |
 /// |---|---|
@@ -331,36 +333,55 @@ impl Collector for PoolCollector {
             encode_gauge(&mut family, &[("pool", &*r.pool.name)], usize::from(starved))?;
         }
 
-        let recorded: Vec<&Reading> =
-            readings.iter().filter(|r| r.pool.recording.load(std::sync::atomic::Ordering::Relaxed)).collect();
-        if recorded.is_empty() {
-            return Ok(());
-        }
-        let histograms: [(&str, &str, HistogramOf); 3] = [
-            ("db_client_connection_wait_time_seconds", "Time it took to obtain a connection from the pool", |p| {
-                &p.wait_time
-            }),
-            ("db_client_connection_use_time_seconds", "Time between checking a connection out and returning it", |p| {
-                &p.use_time
-            }),
-            ("db_client_connection_create_time_seconds", "Time it took to open a new connection", |p| &p.create_time),
+        let instrumented: Vec<&Reading> = readings.iter().filter(|r| r.pool.instrumented.load(Relaxed)).collect();
+        let hooked: Vec<&Reading> = readings.iter().filter(|r| r.pool.hooked.load(Relaxed)).collect();
+        // Creation is timed only for checkouts through the instrumented pool.
+        let timed_creation: Vec<&Reading> =
+            hooked.iter().copied().filter(|r| r.pool.instrumented.load(Relaxed)).collect();
+        let histograms: [(&str, &str, HistogramOf, &[&Reading]); 3] = [
+            (
+                "db_client_connection_wait_time_seconds",
+                "Time it took to obtain a connection from the pool",
+                |p| &p.wait_time,
+                &instrumented,
+            ),
+            (
+                "db_client_connection_use_time_seconds",
+                "Time between checking a connection out and returning it",
+                |p| &p.use_time,
+                &instrumented,
+            ),
+            (
+                "db_client_connection_create_time_seconds",
+                "Time it took to open a new connection",
+                |p| &p.create_time,
+                &timed_creation,
+            ),
         ];
-        for (name, help, histogram) in histograms {
+        for (name, help, histogram, pools) in histograms {
+            if pools.is_empty() {
+                continue;
+            }
             // The unit is in the name; no `# UNIT` line, which some OpenMetrics
             // parsers refuse on histograms.
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for r in &recorded {
+            for r in pools {
                 histogram(&r.pool).encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "db_client_connection_created",
-            "Connections opened",
-            None,
-            MetricType::Counter,
-        )?;
-        for r in &recorded {
-            r.pool.created.encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
+        if !hooked.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "db_client_connection_created",
+                "Connections opened",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &hooked {
+                r.pool.created.encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
+            }
+        }
+        if instrumented.is_empty() {
+            return Ok(());
         }
         let mut family = encoder.encode_descriptor(
             "db_client_connection_timeouts",
@@ -368,7 +389,7 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &recorded {
+        for r in &instrumented {
             for (counter, reason) in r.pool.timeouts.iter().zip(TIMEOUT_REASONS) {
                 counter.encode(family.encode_family(&[("pool", &*r.pool.name), ("reason", reason)])?)?;
             }
@@ -379,7 +400,7 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &recorded {
+        for r in &instrumented {
             for (counter, reason) in r.pool.errors.iter().zip(ERROR_REASONS) {
                 counter.encode(family.encode_family(&[("pool", &*r.pool.name), ("reason", reason)])?)?;
             }
@@ -390,7 +411,7 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &recorded {
+        for r in &instrumented {
             r.pool.held_too_long.encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
         }
         Ok(())

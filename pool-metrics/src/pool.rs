@@ -91,7 +91,7 @@ impl PoolRecorder {
         W: From<Object<M>>,
     {
         self.watch(&pool);
-        self.state.recording.store(true, Ordering::Relaxed);
+        self.state.instrumented.store(true, Ordering::Relaxed);
         InstrumentedPool { pool, state: self.state.clone() }
     }
 
@@ -107,7 +107,7 @@ impl PoolRecorder {
     /// `Pool::get` on the bare pool are counted only.
     pub fn post_create_hook<M: Manager>(&self) -> Hook<M> {
         let state = self.state.clone();
-        self.state.recording.store(true, Ordering::Relaxed);
+        self.state.hooked.store(true, Ordering::Relaxed);
         Hook::sync_fn(move |_object, metrics| {
             state.created.inc();
             if let Some(checkout) = CURRENT_CHECKOUT.get()

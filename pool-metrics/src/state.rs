@@ -37,9 +37,11 @@ pub(crate) struct PoolState {
     pub(crate) name: Arc<str>,
     pub(crate) settings: Arc<Settings>,
     source: RwLock<Option<StatusSource>>,
-    /// Whether checkouts or creations are recorded for this pool (an
-    /// instrumented pool or a `post_create` hook), so its histograms mean something.
-    pub(crate) recording: AtomicBool,
+    /// Whether checkouts are recorded (an [`InstrumentedPool`](crate::InstrumentedPool)),
+    /// so that the checkout histograms and counters mean something.
+    pub(crate) instrumented: AtomicBool,
+    /// Whether creations are recorded (a `post_create` hook).
+    pub(crate) hooked: AtomicBool,
     peak_waiting: AtomicUsize,
     pub(crate) wait_time: Histogram,
     pub(crate) use_time: Histogram,
@@ -56,7 +58,8 @@ impl std::fmt::Debug for PoolState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolState")
             .field("name", &self.name)
-            .field("recording", &self.recording.load(Ordering::Relaxed))
+            .field("instrumented", &self.instrumented.load(Ordering::Relaxed))
+            .field("hooked", &self.hooked.load(Ordering::Relaxed))
             .field("peak_waiting", &self.peak_waiting.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -68,7 +71,8 @@ impl PoolState {
         Self {
             name,
             source: RwLock::new(None),
-            recording: AtomicBool::new(false),
+            instrumented: AtomicBool::new(false),
+            hooked: AtomicBool::new(false),
             peak_waiting: AtomicUsize::new(0),
             wait_time: Histogram::new(settings.wait_buckets.iter().copied()),
             use_time: Histogram::new(settings.use_buckets.iter().copied()),

@@ -115,8 +115,9 @@ async fn gauges_follow_checkouts_and_output_is_valid_openmetrics() {
     assert_eq!(value(&m, "db_pool_size", &[("pool", "numbers"), ("state", "total")]), Some(3.0));
     assert_eq!(value(&m, "db_client_connection_wait_time_seconds", &n), Some(3.0));
     assert_eq!(value(&m, "db_client_connection_use_time_seconds", &n), Some(1.0));
-    // No post_create hook on this pool: created stays 0.
-    assert_eq!(value(&m, "db_client_connection_created", &n), Some(0.0));
+    // No post_create hook on this pool: creation is not reported at all.
+    assert_eq!(value(&m, "db_client_connection_created", &n), None);
+    assert!(!m.families.contains_key("db_client_connection_create_time_seconds"));
 }
 
 #[tokio::test]
