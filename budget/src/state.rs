@@ -99,9 +99,7 @@ impl Shared {
 
     /// The state of `method` on `template`; past `max_routes` distinct routes,
     /// new ones are counted under the fallback route.
-    pub(crate) fn route(&self, method: &Method, template: Option<&str>) -> Arc<RouteState> {
-        let method = method_label(method);
-        let template = template.unwrap_or(&self.config.fallback_route);
+    pub(crate) fn route(&self, method: &'static str, template: &str) -> Arc<RouteState> {
         if let Some(state) = self.find(method, template) {
             return state;
         }
@@ -111,7 +109,7 @@ impl Shared {
             if !is_fallback && *count >= self.config.max_routes {
                 drop(count);
                 tracing::debug!(route = template, "route limit reached; counting it under the fallback route");
-                return self.route(&Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET), None);
+                return self.route(method, &self.config.fallback_route);
             }
             let mut routes = self.routes.write();
             let states = routes.entry(template.into()).or_default();
@@ -170,17 +168,23 @@ pub(crate) enum CacheStatus {
 
 impl CacheStatus {
     pub(crate) fn from_header(value: Option<&http::HeaderValue>) -> Self {
-        let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        let Some(value) = value else {
             return CacheStatus::Absent;
         };
         // Caches may append details (`HIT from edge`); the first word decides.
-        let word = value.split(|c: char| c.is_whitespace() || c == ',' || c == ';').next().unwrap_or("");
-        match word.to_ascii_uppercase().as_str() {
-            "HIT" => CacheStatus::Hit,
-            "STALE" => CacheStatus::Stale,
-            "MISS" => CacheStatus::Miss,
-            "BYPASS" => CacheStatus::Bypass,
-            _ => CacheStatus::Absent,
+        let bytes = value.as_bytes();
+        let end = bytes.iter().position(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';').unwrap_or(bytes.len());
+        let word = &bytes[..end];
+        if word.eq_ignore_ascii_case(b"HIT") {
+            CacheStatus::Hit
+        } else if word.eq_ignore_ascii_case(b"STALE") {
+            CacheStatus::Stale
+        } else if word.eq_ignore_ascii_case(b"MISS") {
+            CacheStatus::Miss
+        } else if word.eq_ignore_ascii_case(b"BYPASS") {
+            CacheStatus::Bypass
+        } else {
+            CacheStatus::Absent
         }
     }
 

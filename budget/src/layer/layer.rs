@@ -81,7 +81,7 @@ impl<S> Layer<S> for BudgetLayer {
     type Service = Budget<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Budget { inner, shared: self.shared.clone() }
+        Budget { inner, shared: self.shared.clone(), last: None }
     }
 }
 

@@ -7,7 +7,7 @@ use tower_service::Service;
 use super::future::{InFlight, ResponseFuture};
 use super::{ResponseBody, RouteTemplate};
 use crate::scope::RequestScope;
-use crate::state::Shared;
+use crate::state::{RouteState, Shared, method_label};
 
 /// The service made by [`BudgetLayer`](super::BudgetLayer); see the [module docs](crate::layer).
 ///
@@ -16,6 +16,9 @@ use crate::state::Shared;
 pub struct Budget<S> {
     pub(crate) inner: S,
     pub(crate) shared: Arc<Shared>,
+    /// The route of the previous request: axum's `Router::layer` makes one
+    /// service per route, so this saves the shared look-up on nearly every request.
+    pub(crate) last: Option<Arc<RouteState>>,
 }
 
 impl<S> Budget<S> {
@@ -61,7 +64,19 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = self.shared.clock.now();
-        let route = self.shared.route(req.method(), template(&req));
+        let method = method_label(req.method());
+        let template = template(&req).unwrap_or(&self.shared.config.fallback_route);
+        let route = match &self.last {
+            Some(last) if last.method == method && *last.template == *template => last.clone(),
+            _ => {
+                let route = self.shared.route(method, template);
+                // Past `max_routes` the state is the fallback's: not this template's to cache.
+                if *route.template == *template {
+                    self.last = Some(route.clone());
+                }
+                route
+            }
+        };
         let scope = RequestScope::new();
         let inner = scope.sync(|| self.inner.call(req));
         ResponseFuture::new(inner, InFlight::new(self.shared.clone(), route, start, scope))
