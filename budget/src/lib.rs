@@ -36,7 +36,7 @@
 //! # }
 //! ```
 //!
-//! - [`file`]: the budgets file (YAML, TOML, JSON) and its errors.
+//! - [`file`](mod@file): the budgets file (YAML, TOML, JSON) and its errors.
 //! - [`layer`]: [`BudgetLayer`] → [`Budget`] → [`ResponseFuture`], what it
 //!   measures and when a request breaks a budget.
 //! - [`scope`]: [`record`] per-request counters from any code.
