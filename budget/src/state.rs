@@ -13,8 +13,8 @@ use crate::clock::Clock;
 use crate::scope::RequestScope;
 use crate::window::Window;
 
-/// Latencies are recorded in microseconds, with three significant figures
-/// (0.1% precision), up to one hour (longer ones are recorded as one hour).
+/// Latencies are recorded in microseconds, up to one hour (longer ones are
+/// recorded as one hour), with three significant figures (0.1%) by default.
 pub(crate) const LATENCY_SIGFIG: u8 = 3;
 pub(crate) const LATENCY_MAX_US: u64 = 3_600_000_000;
 
@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) min_samples: u64,
     pub(crate) server_timing: bool,
     pub(crate) warn_interval: Duration,
+    pub(crate) significant_figures: u8,
 }
 
 impl Default for Config {
@@ -42,6 +43,7 @@ impl Default for Config {
             min_samples: 1,
             server_timing: false,
             warn_interval: Duration::from_secs(10),
+            significant_figures: LATENCY_SIGFIG,
         }
     }
 }
@@ -224,7 +226,8 @@ impl RouteStats {
             seen: 0,
             warm_up_skipped: 0,
             errors: 0,
-            latency_us: Histogram::new(LATENCY_SIGFIG).expect("3 significant figures are within hdrhistogram's 0..=5"),
+            latency_us: Histogram::new(config.significant_figures.clamp(1, 5))
+                .expect("1 to 5 significant figures are within hdrhistogram's range"),
             window: Window::new(config.window, config.window_slices),
             payload_max: 0,
             counters_max: Vec::new(),

@@ -455,3 +455,34 @@ async fn warnings_are_rate_limited_per_route_and_budget() {
     assert!(warnings[1].contains("body of 5 bytes, over 1"), "{}", warnings[1]);
     assert_eq!(layer.report().routes[0].violations.get("max_payload"), Some(&6));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_window_forgets_what_the_run_remembers() {
+    let layer = BudgetLayer::builder(Budgets::new()).window(Duration::from_secs(60), 6).build();
+    let mut svc = app(layer.clone());
+    for _ in 0..10 {
+        call(&mut svc, Method::GET, "/items/80").await;
+    }
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    for _ in 0..10 {
+        call(&mut svc, Method::GET, "/items/10").await;
+    }
+    let report = layer.report();
+    let route = report.route("GET /items/{ms}").unwrap();
+    let run = route.latency.unwrap();
+    assert_eq!((run.count, run.p50_us, run.max_us), (20, 10_000, 80_000));
+    let window = route.window.unwrap();
+    assert_eq!(window.count, 10, "the slow requests left the 60 s window");
+    assert_eq!(window.max_us, 9_984, "10 ms at the window's 2 significant figures, rounded down");
+
+    // With 2 significant figures the whole-run histogram rounds too, and takes less memory.
+    let coarse = BudgetLayer::builder(Budgets::new()).significant_figures(2).build();
+    let mut svc = app(coarse.clone());
+    call(&mut svc, Method::GET, "/items/80").await;
+    assert!(
+        coarse.histogram_bytes() < layer.histogram_bytes() / 3,
+        "{} vs {}",
+        coarse.histogram_bytes(),
+        layer.histogram_bytes()
+    );
+}
