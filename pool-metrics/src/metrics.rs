@@ -77,7 +77,7 @@ use crate::state::{ERROR_REASONS, PoolState, Settings, TIMEOUT_REASONS};
 /// | `db_client_connection_create_time_seconds` | histogram: time to open a connection |
 /// | `db_client_connection_created_total` | connections opened |
 /// | `db_client_connection_timeouts_total{reason="wait"\|"create"\|"recycle"}` | checkouts that timed out |
-/// | `db_client_connection_errors_total{reason="backend"\|"closed"\|"no_runtime"\|"post_create_hook"}` | checkouts that failed otherwise |
+/// | `db_client_connection_errors_total{reason="backend"\|"closed"\|"no_runtime"\|"post_create_hook"\|"cancelled"}` | checkouts that failed otherwise |
 /// | `db_client_connection_held_too_long_total` | connections held past [`held_too_long`](PoolMetricsBuilder::held_too_long) |
 ///
 /// The waiter peak is reset by each scrape: with several scrapers, each sees

@@ -145,7 +145,9 @@ impl<M: Manager, W: From<Object<M>>> fmt::Debug for InstrumentedPool<M, W> {
 
 impl<M: Manager, W: From<Object<M>>> InstrumentedPool<M, W> {
     /// Checks a connection out with the pool's configured timeouts, recording
-    /// the wait, or the failure by reason.
+    /// the wait, or the failure by reason. A checkout abandoned by its caller
+    /// (its future dropped, say by an outer timeout) counts as an error with
+    /// reason `cancelled`.
     ///
     /// # Errors
     ///
@@ -163,6 +165,7 @@ impl<M: Manager, W: From<Object<M>>> InstrumentedPool<M, W> {
         let started = Instant::now();
         let mut context = CheckoutContext { pool: Arc::as_ptr(&self.state).addr(), started, queued: false };
         let mut first_poll = true;
+        let mut cancelled = CancelGuard { state: &self.state, armed: true };
         let mut checkout = pin!(self.pool.timeout_get(timeouts));
         let result = poll_fn(|cx| {
             let outer = CURRENT_CHECKOUT.replace(Some(context));
@@ -179,6 +182,7 @@ impl<M: Manager, W: From<Object<M>>> InstrumentedPool<M, W> {
             poll
         })
         .await;
+        cancelled.armed = false;
         match result {
             Ok(object) => {
                 let checked_out = Instant::now();
@@ -211,6 +215,21 @@ impl<M: Manager, W: From<Object<M>>> InstrumentedPool<M, W> {
     /// Unwraps the pool; its gauges stay watched while it lives.
     pub fn into_inner(self) -> Pool<M, W> {
         self.pool
+    }
+}
+
+/// Counts a checkout whose future was dropped before it finished: the
+/// caller's own timeout, or a request that went away.
+struct CancelGuard<'a> {
+    state: &'a PoolState,
+    armed: bool,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.record_cancelled();
+        }
     }
 }
 

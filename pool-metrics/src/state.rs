@@ -31,7 +31,7 @@ pub(crate) struct Settings {
 /// Why a checkout failed, as the `reason` label of the timeouts counter.
 pub(crate) const TIMEOUT_REASONS: [&str; 3] = ["wait", "create", "recycle"];
 /// Why a checkout failed, as the `reason` label of the errors counter.
-pub(crate) const ERROR_REASONS: [&str; 4] = ["backend", "closed", "no_runtime", "post_create_hook"];
+pub(crate) const ERROR_REASONS: [&str; 5] = ["backend", "closed", "no_runtime", "post_create_hook", "cancelled"];
 
 pub(crate) struct PoolState {
     pub(crate) name: Arc<str>,
@@ -48,7 +48,7 @@ pub(crate) struct PoolState {
     pub(crate) create_time: Histogram,
     pub(crate) created: Counter,
     pub(crate) timeouts: [Counter; 3],
-    pub(crate) errors: [Counter; 4],
+    pub(crate) errors: [Counter; 5],
     pub(crate) held_too_long: Counter,
     pressure: Mutex<PressureTracker>,
     pressure_active: AtomicBool,
@@ -148,6 +148,11 @@ impl PoolState {
         };
         counter.inc();
         tracing::debug!(pool = %self.name, reason, "connection checkout failed");
+    }
+
+    pub(crate) fn record_cancelled(&self) {
+        self.errors[4].inc();
+        tracing::debug!(pool = %self.name, reason = ERROR_REASONS[4], "connection checkout abandoned by its caller");
     }
 
     /// A connection went back to the pool after being held for `held`.

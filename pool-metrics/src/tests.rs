@@ -292,3 +292,23 @@ async fn one_name_is_one_pool_and_output_order_is_stable() {
     assert!(first_b < first_a, "registration order: {text}");
     assert_eq!(text.matches("db_client_connection_max{").count(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_checkout_abandoned_by_its_caller_counts_as_cancelled() {
+    let metrics = PoolMetrics::new();
+    let registry = setup(&metrics);
+    let pool = metrics.instrument_pool(
+        "numbers",
+        Pool::<Numbers>::builder(Numbers::default()).max_size(1).runtime(Runtime::Tokio1).build().unwrap(),
+    );
+    let _held = pool.get().await.unwrap();
+    // deadpool waits forever by default; the caller gives up first.
+    let outcome = tokio::time::timeout(Duration::from_secs(1), pool.get()).await;
+    assert!(outcome.is_err());
+
+    let (_, m) = scrape(&registry);
+    let errors = |reason| value(&m, "db_client_connection_errors", &[("pool", "numbers"), ("reason", reason)]);
+    assert_eq!(errors("cancelled"), Some(1.0));
+    assert_eq!(errors("backend"), Some(0.0));
+    assert_eq!(value(&m, "db_client_connection_wait_time_seconds", &[("pool", "numbers")]), Some(1.0));
+}
