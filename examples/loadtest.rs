@@ -40,6 +40,14 @@ OPTIONS:
     --think <DURATION>    pause of each user between requests [default: 0ms]
     --budgets <FILE>      budgets to check                  [default: examples/performance-budgets.yml]
     --max-error-rate <F>  failed share that fails the run   [default: 0.01]
+    --compare-bare <PATH> instead of the stages: closed-loop throughput of
+                          GET <PATH> on the service against a bare axum
+                          handler returning the same bytes (its own process),
+                          in alternating rounds of the same run
+    --duration <DURATION> length of one --compare-bare round [default: 5s]
+    --rounds <N>          --compare-bare rounds per side     [default: 3]
+    --min-ratio <F>       --compare-bare: least service/bare throughput
+                          that passes                       [default: 0.85]
     -h, --help            this text
 
 Reads go to blueprints by id (a hot set, as real traffic does), blueprint and
@@ -65,6 +73,10 @@ struct Options {
     think: Duration,
     budgets: Option<PathBuf>,
     max_error_rate: f64,
+    compare_bare: Option<String>,
+    duration: Duration,
+    rounds: usize,
+    min_ratio: f64,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -84,6 +96,10 @@ fn parse_args() -> Result<Option<Options>, String> {
             .map(PathBuf::from)
             .find(|p| p.is_file()),
         max_error_rate: 0.01,
+        compare_bare: None,
+        duration: Duration::from_secs(5),
+        rounds: 3,
+        min_ratio: 0.85,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -104,6 +120,15 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--ramp-down" => options.ramp_down = duration(&value)?,
             "--think" => options.think = duration(&value)?,
             "--budgets" => options.budgets = Some(PathBuf::from(value)),
+            "--compare-bare" => {
+                if !value.starts_with('/') {
+                    return Err(format!("--compare-bare {value:?}: a path such as /api/blueprints/1"));
+                }
+                options.compare_bare = Some(value);
+            }
+            "--duration" => options.duration = duration(&value)?,
+            "--rounds" => options.rounds = count(&value)?.max(1),
+            "--min-ratio" => options.min_ratio = value.parse().map_err(|e| format!("{flag} {value:?}: {e}"))?,
             "--max-error-rate" => {
                 options.max_error_rate = value.parse().map_err(|e| format!("{flag} {value:?}: {e}"))?;
             }
@@ -463,6 +488,14 @@ fn ms(us: u64) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The bare server of --compare-bare: this same program, in its own process.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-bare") {
+        return match args.get(2) {
+            Some(file) => serve_bare(file).await,
+            None => ExitCode::from(2),
+        };
+    }
     let options = match parse_args() {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -505,6 +538,9 @@ async fn main() -> ExitCode {
             eprintln!("loadtest: cannot reach {}: {err}", options.url);
             return ExitCode::from(2);
         }
+    }
+    if let Some(path) = options.compare_bare.clone() {
+        return compare_bare(&client, &options, &path).await;
     }
     let fixtures = match prepare(&client, &options).await {
         Ok(fixtures) => Arc::new(fixtures),
@@ -723,6 +759,185 @@ fn summarize(
         println!("     ✓ every budget met");
         ExitCode::SUCCESS
     } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Serves the bytes of `file` as `application/json` on every path: the bare
+/// axum handler the service is compared with.
+async fn serve_bare(file: &str) -> ExitCode {
+    let body = match std::fs::read(file) {
+        Ok(body) => bytes::Bytes::from(body),
+        Err(err) => {
+            eprintln!("loadtest --serve-bare: {file}: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+    });
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("loadtest --serve-bare: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("{addr}"),
+        Err(_) => return ExitCode::from(2),
+    }
+    match axum::serve(listener, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+/// Requests completed (2xx), failed, and cache hits seen in `duration` by
+/// `clients` users each sending one request after the other to `url`.
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> (u64, u64, u64, Histogram<u64>) {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+            let (mut ok, mut failed, mut hits) = (0_u64, 0_u64, 0_u64);
+            while Instant::now() < deadline {
+                let outcome = send("GET", client.get(&url)).await;
+                match outcome.status {
+                    Some(status) if (200..300).contains(&status) => {
+                        ok += 1;
+                        hits += u64::from(outcome.cache == Some(true));
+                        histogram
+                            .saturating_record(u64::try_from(outcome.elapsed.as_micros()).unwrap_or(u64::MAX).max(1));
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed, hits, histogram)
+        }));
+    }
+    let mut total = (0, 0, 0, Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"));
+    for task in tasks {
+        if let Ok((ok, failed, hits, histogram)) = task.await {
+            total.0 += ok;
+            total.1 += failed;
+            total.2 += hits;
+            total.3.add(&histogram).expect("same bounds");
+        }
+    }
+    total
+}
+
+async fn compare_bare(client: &reqwest::Client, options: &Options, path: &str) -> ExitCode {
+    let url = format!("{}{path}", options.url);
+    // Twice: the second answer comes from the cache when the service caches it.
+    let mut body = None;
+    for _ in 0..2 {
+        match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => body = response.bytes().await.ok(),
+            Ok(response) => {
+                eprintln!("loadtest: GET {url} answered {}", response.status());
+                return ExitCode::from(2);
+            }
+            Err(err) => {
+                eprintln!("loadtest: GET {url}: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(body) = body else {
+        eprintln!("loadtest: GET {url}: no body");
+        return ExitCode::from(2);
+    };
+    let file = std::env::temp_dir().join(format!("brisk-loadtest-bare-{}.json", std::process::id()));
+    if let Err(err) = std::fs::write(&file, &body) {
+        eprintln!("loadtest: {}: {err}", file.display());
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("loadtest: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut child = match std::process::Command::new(exe)
+        .arg("--serve-bare")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("loadtest: starting the bare server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::BufRead;
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    }
+    let bare_url = format!("http://{}{path}", line.trim());
+    let clients = options.clients;
+    println!("     comparing GET {path} ({} bytes): service {} vs bare axum {}", body.len(), options.url, line.trim());
+    println!(
+        "     {clients} clients, {} rounds of {} per side, alternating",
+        options.rounds,
+        humantime::format_duration(options.duration)
+    );
+    let (mut service, mut bare) = ((0_u64, 0_u64, 0_u64), (0_u64, 0_u64));
+    let mut service_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut bare_latency = service_latency.clone();
+    for round in 1..=options.rounds {
+        let (ok, failed, hits, latency) = closed_loop(client, &url, clients, options.duration).await;
+        service = (service.0 + ok, service.1 + failed, service.2 + hits);
+        service_latency.add(&latency).expect("same bounds");
+        let (b_ok, b_failed, _, b_latency) = closed_loop(client, &bare_url, clients, options.duration).await;
+        bare = (bare.0 + b_ok, bare.1 + b_failed);
+        bare_latency.add(&b_latency).expect("same bounds");
+        let secs = options.duration.as_secs_f64();
+        println!(
+            "     round {round}: service {:>9.0} req/s   bare {:>9.0} req/s",
+            ok as f64 / secs,
+            b_ok as f64 / secs
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
+    let secs = options.duration.as_secs_f64() * options.rounds as f64;
+    let ratio = if bare.0 == 0 { 0.0 } else { service.0 as f64 / bare.0 as f64 };
+    println!();
+    println!(
+        "     service..: {:>9.0} req/s  p50={} p99={}  failed {}  X-Cache HIT {:.1}%",
+        service.0 as f64 / secs,
+        ms(service_latency.value_at_quantile(0.5)),
+        ms(service_latency.value_at_quantile(0.99)),
+        service.1,
+        if service.0 == 0 { 0.0 } else { service.2 as f64 * 100.0 / service.0 as f64 }
+    );
+    println!(
+        "     bare.....: {:>9.0} req/s  p50={} p99={}  failed {}",
+        bare.0 as f64 / secs,
+        ms(bare_latency.value_at_quantile(0.5)),
+        ms(bare_latency.value_at_quantile(0.99)),
+        bare.1
+    );
+    println!("     ratio....: {:.1}% of bare (needs {:.0}%)", ratio * 100.0, options.min_ratio * 100.0);
+    if ratio >= options.min_ratio && service.1 == 0 && bare.1 == 0 {
+        println!("     ✓ within the throughput budget");
+        ExitCode::SUCCESS
+    } else {
+        println!("     ✗ below the throughput budget or requests failed");
         ExitCode::from(1)
     }
 }
