@@ -151,6 +151,9 @@ impl PgBouncerCollector {
     /// A collector for the admin console at `config` (database `pgbouncer`,
     /// a user listed in `admin_users` or `stats_users`), with default settings.
     /// Does not connect until the first [`refresh`](Self::refresh).
+    ///
+    /// The connection is made without TLS: reach the admin console over
+    /// loopback or a private network, as PgBouncer sidecars usually are.
     pub fn new(config: tokio_postgres::Config) -> Self {
         Self::builder(config).build()
     }
