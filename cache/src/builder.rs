@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use moka::notification::RemovalCause;
 
-use crate::cache::{Entry, Inner, TieredCache};
+use crate::cache::TieredCache;
 use crate::clock::{Clock, SystemClock, ms};
 use crate::codec::{Codec, PostcardCodec};
 use crate::error::Error;
+use crate::inner::{Entry, Inner};
 use crate::stats::{Counters, bump};
 
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Inner;
+use crate::inner::Inner;
 
 /// Bus message format version.
 const BUS_VERSION: u8 = 1;

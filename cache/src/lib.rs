@@ -132,6 +132,7 @@ mod flight;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod gens;
 mod hit;
+mod inner;
 mod pattern;
 mod stats;
 

@@ -24,8 +24,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::breaker::BreakerState;
-use crate::cache::{Inner, TieredCache};
+use crate::cache::TieredCache;
 use crate::codec::Codec;
+use crate::inner::Inner;
 
 impl<C: Codec> TieredCache<C> {
     /// Registers the cache's metrics (`brisk_cache_*`). They are read from

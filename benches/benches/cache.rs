@@ -1,0 +1,231 @@
+//! brisk-cache: L1 hit, L2 hit next to a raw redis-rs GET of the same bytes
+//! (with the Redis command count per hit), and pattern clean-up of many keys
+//! next to KEYS + DEL, with the worst latency a concurrent PING saw.
+//!
+//! ```sh
+//! cargo bench -p brisk-benches --bench cache -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Redis comes from brisk-testkit (`REDIS_URL`, a container, or
+//! `redis-server` on PATH); without one, only the L1 bench runs. The
+//! clean-up report uses `BRISK_BENCH_CLEANUP_KEYS` keys (default 1,000,000).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use brisk_cache::{EntryOptions, TieredCache};
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group};
+use tokio::runtime::Runtime;
+
+const VALUE: usize = 1024;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a tokio runtime")
+}
+
+fn l1_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let cache = rt.block_on(async {
+        let cache = TieredCache::builder().build().expect("an L1-only cache");
+        cache.set_bytes("key", Bytes::from(vec![7u8; VALUE]), &EntryOptions::new(Duration::from_secs(300))).await;
+        cache
+    });
+    let mut group = c.benchmark_group("cache_l1_hit_1KiB");
+    group.bench_function("brisk_get_bytes", |b| {
+        b.to_async(&rt).iter(|| async { black_box(cache.get_bytes(black_box("key")).await) })
+    });
+    group.finish();
+}
+
+struct RedisBench {
+    _server: brisk_testkit::Redis,
+    url: String,
+}
+
+fn redis_server(rt: &Runtime) -> Option<RedisBench> {
+    match rt.block_on(brisk_testkit::redis()) {
+        Ok(server) => Some(RedisBench { url: server.url().to_owned(), _server: server }),
+        Err(e) => {
+            eprintln!("cache bench: no Redis ({e}); only the L1 bench runs");
+            None
+        }
+    }
+}
+
+async fn commands(conn: &mut redis::aio::ConnectionManager, names: &[&str]) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("INFO");
+    info.lines()
+        .filter(|l| names.iter().any(|n| l.starts_with(&format!("cmdstat_{n}:"))))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn all_commands(conn: &mut redis::aio::ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("INFO");
+    info.lines()
+        .filter(|l| !l.starts_with("cmdstat_info:") && !l.starts_with("cmdstat_ping:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn l2_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let Some(server) = redis_server(&rt) else { return };
+    let (cache, mut raw) = rt.block_on(async {
+        // L1 takes nothing: every read is an L2 hit.
+        let cache = TieredCache::builder()
+            .prefix("bench")
+            .l1_max_entry_bytes(0)
+            .redis_url(&server.url)
+            .expect("a Redis URL")
+            .build()
+            .expect("a cache");
+        cache.wait_until_ready().await;
+        cache.set_bytes("key", Bytes::from(vec![7u8; VALUE]), &EntryOptions::new(Duration::from_secs(3600))).await;
+        let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
+        let mut raw = redis::aio::ConnectionManager::new(client).await.expect("a connection");
+        let _: () = redis::cmd("SET").arg("raw:key").arg(vec![7u8; VALUE]).query_async(&mut raw).await.expect("SET");
+        // Warm: the first read learns the generations.
+        assert!(cache.get_bytes("key").await.is_some());
+        (cache, raw)
+    });
+    rt.block_on(async {
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut raw).await.expect("RESETSTAT");
+        let before = all_commands(&mut raw).await;
+        for _ in 0..10_000 {
+            assert!(cache.get_bytes("key").await.is_some());
+        }
+        let after = all_commands(&mut raw).await;
+        eprintln!(
+            "cache bench: L2 hit sends {:.3} Redis commands ({} commands for 10000 hits, INFO commandstats; the bus keep-alive PING excluded)",
+            (after - before) as f64 / 10_000.0,
+            after - before
+        );
+    });
+    let mut group = c.benchmark_group("cache_l2_hit_1KiB");
+    group.bench_function("brisk_get_bytes", |b| {
+        b.to_async(&rt).iter(|| async { black_box(cache.get_bytes(black_box("key")).await) })
+    });
+    let conn = raw.clone();
+    group.bench_function("redis_rs_get", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = conn.clone();
+            async move {
+                let v: Option<Bytes> =
+                    redis::cmd("GET").arg(black_box("raw:key")).query_async(&mut conn).await.expect("GET");
+                black_box(v)
+            }
+        })
+    });
+    group.finish();
+}
+
+/// Runs `work` while another connection PINGs in a loop; returns the work's
+/// duration and the slowest PING.
+async fn with_ping_watch<F: std::future::Future<Output = ()>>(url: &str, work: F) -> (Duration, Duration) {
+    let client = redis::Client::open(url).expect("a Redis URL");
+    let mut ping = client.get_multiplexed_async_connection().await.expect("a connection");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let watcher = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        while !stop2.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut ping).await.expect("PING");
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    });
+    let start = Instant::now();
+    work.await;
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    (took, watcher.await.expect("the PING task"))
+}
+
+async fn populate(conn: &mut redis::aio::ConnectionManager, prefix: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("SET").arg(format!("{prefix}:k{i}")).arg("v").ignore();
+        if (i + 1) % 10_000 == 0 || i + 1 == n {
+            let _: () = pipe.query_async(conn).await.expect("pipelined SETs");
+            pipe = redis::pipe();
+        }
+    }
+}
+
+fn cleanup_report() {
+    let rt = runtime();
+    let Some(server) = redis_server(&rt) else { return };
+    let n: usize = std::env::var("BRISK_BENCH_CLEANUP_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    rt.block_on(async {
+        let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
+        let mut conn = redis::aio::ConnectionManager::new(client).await.expect("a connection");
+
+        // The request path: commands sent by invalidate_pattern, whatever the key count.
+        for keys in [1_000, n] {
+            let prefix = format!("req{keys}");
+            populate(&mut conn, &prefix, keys).await;
+            let cache = TieredCache::builder()
+                .prefix(prefix.as_str())
+                .redis_url(&server.url)
+                .expect("URL")
+                .build()
+                .expect("cache");
+            cache.wait_until_ready().await;
+            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("RESETSTAT");
+            let t = Instant::now();
+            cache.invalidate_pattern("k*").await.expect("invalidate");
+            let took = t.elapsed();
+            let sent = commands(&mut conn, &["evalsha", "eval", "publish", "incr", "get", "set"]).await;
+            eprintln!(
+                "cache bench: invalidate_pattern with {keys} keys: {sent} commands on the request path, {took:?}"
+            );
+            // Let its background clean-up finish before the next phase.
+            while cache.stats().cleanup_deleted < keys as u64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        // The clean-up: SCAN COUNT 1000 + UNLINK per batch.
+        populate(&mut conn, "clean", n).await;
+        let cache = TieredCache::builder().prefix("clean").redis_url(&server.url).expect("URL").build().expect("cache");
+        cache.wait_until_ready().await;
+        let (took, worst) = with_ping_watch(&server.url, async {
+            let removed = cache.remove_matching("k*").await.expect("clean-up");
+            assert_eq!(removed, n as u64);
+        })
+        .await;
+        eprintln!("cache bench: SCAN+UNLINK clean-up of {n} keys: {took:?}, slowest concurrent PING {worst:?}");
+
+        // The same with KEYS + DEL (what brisk never sends).
+        populate(&mut conn, "keys", n).await;
+        let url = server.url.clone();
+        let (took, worst) = with_ping_watch(&server.url, async move {
+            let client = redis::Client::open(url.as_str()).expect("a Redis URL");
+            let mut c = client.get_multiplexed_async_connection().await.expect("a connection");
+            let keys: Vec<String> = redis::cmd("KEYS").arg("keys:k*").query_async(&mut c).await.expect("KEYS");
+            for chunk in keys.chunks(10_000) {
+                let _: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut c).await.expect("DEL");
+            }
+        })
+        .await;
+        eprintln!("cache bench: KEYS+DEL clean-up of {n} keys: {took:?}, slowest concurrent PING {worst:?}");
+    });
+}
+
+criterion_group!(benches, l1_hit, l2_hit);
+
+fn main() {
+    // The clean-up report takes a while (it writes 4 × N keys): skip it with
+    // BRISK_BENCH_SKIP_CLEANUP=1.
+    let listing = std::env::args().any(|a| a == "--list");
+    if !listing && std::env::var_os("BRISK_BENCH_SKIP_CLEANUP").is_none() {
+        cleanup_report();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
