@@ -61,7 +61,8 @@
 //!   `db_client_connection_starved` (no idle connection and tasks waiting);
 //!   connections held longer than
 //!   [`held_too_long`](PoolMetricsBuilder::held_too_long) (default 30 s) are
-//!   counted and warned about, naming the `tracing` span that checked them out.
+//!   counted and warned about, naming the `tracing` span that checked them
+//!   out — while still held, so a leaked connection is reported too.
 //! - **PgBouncer** (feature `pgbouncer`): `SHOW POOLS` and `SHOW STATS` from the
 //!   admin console, as `pgbouncer_exporter` exports them.
 //!
@@ -112,6 +113,7 @@
 //! The core does not depend on any deadpool backend: deadpool-postgres,
 //! deadpool-redis and deadpool-sqlite pools are all `deadpool::managed::Pool`s.
 
+mod held;
 mod metrics;
 #[cfg(feature = "pgbouncer")]
 pub mod pgbouncer;

@@ -226,9 +226,10 @@ impl PoolMetricsBuilder {
     /// span that was current at checkout. `None` turns it off (and the span is
     /// no longer captured). Default 30 s.
     ///
-    /// The check runs when the [`Checkout`](crate::Checkout) is dropped: a
-    /// connection that is never returned shows in `db_client_connection_count{state="used"}`
-    /// and `db_client_connection_starved`, not here.
+    /// Each connection is reported once: at the first scrape that finds it
+    /// still held past the threshold (so a connection that is never returned
+    /// is reported too), or when it is returned, whichever comes first. The
+    /// warning says which (`still_held`).
     pub fn held_too_long(mut self, threshold: Option<Duration>) -> Self {
         self.settings.held_too_long = threshold;
         self
@@ -281,6 +282,7 @@ impl Collector for PoolCollector {
             .filter_map(|pool| {
                 let status = pool.status()?;
                 pool.observe_pressure(status.waiting, now);
+                pool.report_overdue(now);
                 let peak = pool.take_peak(status.waiting);
                 Some(Reading { pool, status, peak })
             })

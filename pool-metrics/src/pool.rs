@@ -187,8 +187,8 @@ impl<M: Manager, W: From<Object<M>>> InstrumentedPool<M, W> {
             Ok(object) => {
                 let checked_out = Instant::now();
                 self.state.wait_time.observe(checked_out.saturating_duration_since(started).as_secs_f64());
-                let holder = self.state.settings.held_too_long.map(|_| tracing::Span::current());
-                Ok(Checkout { object: Some(object), checked_out, holder, state: self.state.clone() })
+                let slot = self.state.checked_out(checked_out);
+                Ok(Checkout { object: Some(object), checked_out, slot, state: self.state.clone() })
             }
             Err(error) => {
                 self.state.record_failure(&error);
@@ -244,7 +244,8 @@ fn users(status: &Status) -> usize {
 pub struct Checkout<W> {
     object: Option<W>,
     checked_out: Instant,
-    holder: Option<tracing::Span>,
+    /// Where the pool remembers this checkout, for held-too-long detection.
+    slot: Option<usize>,
     state: Arc<PoolState>,
 }
 
@@ -289,7 +290,7 @@ impl<W> AsMut<W> for Checkout<W> {
 
 impl<W> Drop for Checkout<W> {
     fn drop(&mut self) {
-        self.state.checked_in(self.checked_out.elapsed(), self.holder.as_ref());
+        self.state.checked_in(self.slot, self.checked_out.elapsed());
     }
 }
 

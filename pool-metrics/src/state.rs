@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::held::{Held, HeldConnections};
 use crate::pressure::{Pressure, PressureTracker};
 
 /// Reads a pool's status; `None` once the pool has been dropped.
@@ -50,6 +51,7 @@ pub(crate) struct PoolState {
     pub(crate) timeouts: [Counter; 3],
     pub(crate) errors: [Counter; 5],
     pub(crate) held_too_long: Counter,
+    held: Mutex<HeldConnections>,
     pressure: Mutex<PressureTracker>,
     pressure_active: AtomicBool,
 }
@@ -81,6 +83,7 @@ impl PoolState {
             timeouts: Default::default(),
             errors: Default::default(),
             held_too_long: Counter::default(),
+            held: Mutex::new(HeldConnections::default()),
             pressure: Mutex::new(pressure),
             pressure_active: AtomicBool::new(false),
             settings,
@@ -155,29 +158,46 @@ impl PoolState {
         tracing::debug!(pool = %self.name, reason = ERROR_REASONS[4], "connection checkout abandoned by its caller");
     }
 
-    /// A connection went back to the pool after being held for `held`.
-    pub(crate) fn checked_in(&self, held: Duration, holder: Option<&tracing::Span>) {
-        self.use_time.observe(held.as_secs_f64());
+    /// A connection was checked out at `now`: remembers it (with the current
+    /// span) when held-too-long detection is on.
+    pub(crate) fn checked_out(&self, now: Instant) -> Option<usize> {
+        self.settings.held_too_long?;
+        let held = Held { since: now, holder: tracing::Span::current(), reported: false };
+        Some(self.held.lock().insert(held))
+    }
+
+    /// A connection went back to the pool after being held for `held_for`.
+    pub(crate) fn checked_in(&self, key: Option<usize>, held_for: Duration) {
+        self.use_time.observe(held_for.as_secs_f64());
+        let (Some(limit), Some(key)) = (self.settings.held_too_long, key) else { return };
+        let held = self.held.lock().remove(key);
+        if let Some(held) = held
+            && held_for >= limit
+            && !held.reported
+        {
+            self.report_held_too_long(held_for, limit, &held.holder, false);
+        }
+    }
+
+    /// Reports the connections that have been held too long and are still
+    /// out, once each.
+    pub(crate) fn report_overdue(&self, now: Instant) {
         let Some(limit) = self.settings.held_too_long else { return };
-        if held < limit {
-            return;
+        let overdue = self.held.lock().newly_overdue(now, limit);
+        for (held_for, holder) in overdue {
+            self.report_held_too_long(held_for, limit, &holder, true);
         }
+    }
+
+    fn report_held_too_long(&self, held_for: Duration, limit: Duration, holder: &tracing::Span, still_held: bool) {
         self.held_too_long.inc();
-        let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
+        let held_ms = u64::try_from(held_for.as_millis()).unwrap_or(u64::MAX);
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        match holder {
-            Some(span) if !span.is_none() => {
-                let holder = span.metadata().map_or("unknown", |m| m.name());
-                tracing::warn!(
-                    parent: span,
-                    pool = %self.name, held_ms, limit_ms, holder,
-                    "connection held longer than the threshold"
-                );
-            }
-            _ => tracing::warn!(
-                pool = %self.name, held_ms, limit_ms, holder = "none",
-                "connection held longer than the threshold"
-            ),
-        }
+        let name = holder.metadata().map_or("none", |m| m.name());
+        tracing::warn!(
+            parent: holder,
+            pool = %self.name, held_ms, limit_ms, holder = name, still_held,
+            "connection held longer than the threshold"
+        );
     }
 }

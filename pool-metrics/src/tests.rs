@@ -312,3 +312,27 @@ async fn a_checkout_abandoned_by_its_caller_counts_as_cancelled() {
     assert_eq!(errors("backend"), Some(0.0));
     assert_eq!(value(&m, "db_client_connection_wait_time_seconds", &[("pool", "numbers")]), Some(1.0));
 }
+
+#[tokio::test]
+async fn a_connection_still_held_too_long_is_reported_by_the_scrape_once() {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let metrics = PoolMetrics::builder().held_too_long(Some(Duration::ZERO)).build();
+    let registry = setup(&metrics);
+    let pool =
+        metrics.instrument_pool("numbers", Pool::<Numbers>::builder(Numbers::default()).max_size(2).build().unwrap());
+
+    let leaked = async { pool.get().await.unwrap() }.instrument(tracing::info_span!("export_report")).await;
+    let (_, m) = scrape(&registry);
+    assert_eq!(value(&m, "db_client_connection_held_too_long", &[("pool", "numbers")]), Some(1.0));
+    let text = logs.text();
+    assert!(text.contains("holder=\"export_report\"") && text.contains("still_held=true"), "{text}");
+
+    // Reported once: neither the next scrape nor the return counts it again.
+    let (_, m) = scrape(&registry);
+    assert_eq!(value(&m, "db_client_connection_held_too_long", &[("pool", "numbers")]), Some(1.0));
+    drop(leaked);
+    let (_, m) = scrape(&registry);
+    assert_eq!(value(&m, "db_client_connection_held_too_long", &[("pool", "numbers")]), Some(1.0));
+    assert_eq!(logs.text().matches("connection held longer than the threshold").count(), 1);
+}
