@@ -113,9 +113,11 @@ fn overhead(c: &mut Criterion) {
 /// Not a timing: prints the histogram memory of one route.
 fn memory(_: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
-    for max in [Duration::from_secs(1), Duration::from_secs(60), Duration::from_secs(3600)] {
+    let cases = [(1, 3), (60, 3), (3600, 3), (1, 2), (3600, 2)];
+    for (max_secs, figures) in cases {
+        let max = Duration::from_secs(max_secs);
         let clock = ManualClock::new();
-        let layer = BudgetLayer::builder(budgets()).clock(clock.clone()).build();
+        let layer = BudgetLayer::builder(budgets()).clock(clock.clone()).significant_figures(figures).build();
         let template = RouteTemplate::new("/api/blueprints/{id}");
         rt.block_on(async {
             // 10,000 latencies spread geometrically from 100 µs to `max`.
@@ -130,7 +132,7 @@ fn memory(_: &mut Criterion) {
         });
         let report = layer.report();
         println!(
-            "budget/memory: latencies up to {max:?}: {} bytes of histograms for 1 route ({} samples)",
+            "budget/memory: latencies up to {max:?}, {figures} significant figures: {} bytes of histograms for 1 route ({} samples)",
             layer.histogram_bytes(),
             report.routes[0].count
         );

@@ -486,3 +486,20 @@ async fn the_window_forgets_what_the_run_remembers() {
         layer.histogram_bytes()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_is_recorded_and_leaves_no_active_request() {
+    let layer = BudgetLayer::new(Budgets::new());
+    let mut svc = tower::ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_req: Request<Body>| async {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let future = svc.ready().await.unwrap().call(Request::new(Body::empty()));
+    assert!(exposition(&layer).contains(r#"http_server_active_requests{method="GET",route="unmatched"} 1"#));
+    let timed_out = tokio::time::timeout(ms(20), future).await;
+    assert!(timed_out.is_err());
+    let report = layer.report();
+    assert_eq!((report.routes[0].count, report.routes[0].errors), (1, 1));
+    assert_eq!(report.routes[0].latency.unwrap().max_us, 20_000);
+    assert!(exposition(&layer).contains(r#"http_server_active_requests{method="GET",route="unmatched"} 0"#));
+}

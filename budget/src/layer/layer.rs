@@ -53,9 +53,11 @@ impl BudgetLayer {
     ///
     /// - `http_server_request_duration_seconds{method,route}`: histogram; its
     ///   bucket edges are OpenTelemetry's defaults plus every latency threshold
-    ///   of the budgets, so `histogram_quantile` is exact at each threshold;
+    ///   of the budgets, so whether a percentile is above a threshold is read
+    ///   from a bucket edge rather than interpolated;
     /// - `http_server_requests_total{method,route,status}` (`status="error"`
-    ///   when the inner service failed);
+    ///   when the inner service failed or the request was dropped before its
+    ///   response head);
     /// - `http_server_active_requests{method,route}`: gauge;
     /// - `http_server_response_body_size_bytes{method,route}`: histogram, with
     ///   every `max_payload` as a bucket edge;

@@ -54,7 +54,8 @@ pub struct RouteReport {
     pub count: u64,
     /// Requests left out as warm-up.
     pub warm_up_skipped: u64,
-    /// Requests whose inner service returned an error.
+    /// Requests whose inner service returned an error, or that were dropped
+    /// (cancelled) before their response head.
     pub errors: u64,
     /// Latency over the whole run; `None` before the first sample.
     pub latency: Option<Latency>,
