@@ -1,5 +1,6 @@
 //! The layer behind axum and bare tower services, with paused tokio time so every
 //! latency is exact.
+#![cfg(all(feature = "axum", feature = "prometheus"))]
 
 use std::convert::Infallible;
 use std::pin::Pin;
