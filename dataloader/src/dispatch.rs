@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::batch::BatchFailure;
 use crate::error::LoadError;
-use crate::state::{Answer, Schedule, Shared};
+use crate::state::{Answer, Schedule, Shared, Slot};
 
 /// Yields without a new load after which the tick dispatcher stops waiting for
 /// a leading load that is not polled again (polled once, then neither polled
@@ -112,7 +112,9 @@ impl<K: Eq + Hash, V, E> Drop for BatchGuard<K, V, E> {
             let mut st = self.shared.lock();
             for key in keys.iter() {
                 // Dropping the senders answers every caller with `Abandoned`.
-                st.keys.remove(key);
+                if let Some(Slot::Waiting(_)) = st.slots.get(key) {
+                    st.slots.remove(key);
+                }
             }
         }
     }
@@ -150,11 +152,13 @@ where
             let mut live = Vec::with_capacity(all.len());
             let mut cancelled = 0;
             for key in all.iter() {
-                if st.keys.get_mut(key).is_some_and(|entry| entry.waiters.retain_open()) {
-                    live.push(key.clone());
-                } else {
-                    st.keys.remove(key);
-                    cancelled += 1;
+                match st.slots.get_mut(key).and_then(Slot::waiting).map(|entry| entry.waiters.retain_open()) {
+                    Some(true) => live.push(key.clone()),
+                    Some(false) => {
+                        st.slots.remove(key);
+                        cancelled += 1;
+                    }
+                    None => cancelled += 1,
                 }
             }
             shared.stats.add_cancelled(cancelled);
@@ -243,18 +247,26 @@ where
     {
         let mut st = shared.lock();
         cache_fresh = st.epoch == epoch;
+        let memoize = st.memoize && cache_fresh;
         for (key, answer) in keys.iter().zip(answers) {
-            let waiters = st.keys.remove(key).map(|entry| entry.waiters);
             match &answer {
-                Ok(value) if cache_fresh => {
-                    if let Some(cache) = st.cache.as_mut() {
-                        cache.insert(key.clone(), value.clone());
-                    }
-                }
                 Ok(_) => {}
                 Err(LoadError::NotFound) => not_found += 1,
                 Err(_) => errors += 1,
             }
+            let waiters = match (st.slots.get_mut(key), &answer) {
+                (Some(slot @ Slot::Waiting(_)), Ok(value)) if memoize => {
+                    match std::mem::replace(slot, Slot::Cached(value.clone())) {
+                        Slot::Waiting(entry) => Some(entry.waiters),
+                        Slot::Cached(_) => None,
+                    }
+                }
+                (Some(Slot::Waiting(_)), _) => match st.slots.remove(key) {
+                    Some(Slot::Waiting(entry)) => Some(entry.waiters),
+                    _ => None,
+                },
+                _ => None,
+            };
             deliveries.push((waiters, answer));
         }
     }

@@ -1,5 +1,6 @@
 //! The loader and its builder.
 
+use std::collections::hash_map;
 use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
@@ -11,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::batch::{BatchFn, Erased, ErasedBatchFn};
 use crate::cache::ValueCache;
 use crate::error::LoadError;
-use crate::state::{Config, Schedule, Shared, State, Ticket, YieldOnce};
+use crate::state::{Config, Schedule, Shared, Slot, State, Ticket, YieldOnce};
 use crate::stats::LoaderStats;
 
 const DEFAULT_MAX_BATCH_SIZE: usize = 1_000;
@@ -55,9 +56,8 @@ impl<K, V, E> fmt::Debug for DataLoader<K, V, E> {
         f.debug_struct("DataLoader")
             .field("name", &self.shared.stats.name())
             .field("max_batch_size", &self.shared.config.max_batch_size)
-            .field("waiting_keys", &st.keys.len())
             .field("pending_keys", &st.pending)
-            .field("cached", &st.cache.as_ref().map(|c| c.len()))
+            .field("memoized_and_waiting_keys", &st.slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -167,9 +167,9 @@ where
         }
     }
 
-    /// Puts `value` in the cache for `key`, unless the key is cached already;
-    /// returns whether it was put. Does nothing (and returns `false`) when
-    /// caching is off.
+    /// Puts `value` in the cache for `key`, unless the key is cached already
+    /// or being loaded; returns whether it was put. Does nothing (and returns
+    /// `false`) when caching is off.
     pub fn prime(&self, key: K, value: V) -> bool {
         if let Some(shared) = &self.shared.shared_cache {
             if shared.get(&key).is_some() {
@@ -179,12 +179,15 @@ where
             return true;
         }
         let mut st = self.shared.lock();
-        match st.cache.as_mut() {
-            Some(cache) if !cache.contains_key(&key) => {
-                cache.insert(key, value);
+        if !st.memoize {
+            return false;
+        }
+        match st.slots.entry(key) {
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(Slot::Cached(value));
                 true
             }
-            _ => false,
+            hash_map::Entry::Occupied(_) => false,
         }
     }
 
@@ -193,8 +196,8 @@ where
     pub fn clear(&self, key: &K) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        if let Some(cache) = st.cache.as_mut() {
-            cache.remove(key);
+        if let Some(Slot::Cached(_)) = st.slots.get(key) {
+            st.slots.remove(key);
         }
         drop(st);
         if let Some(shared) = &self.shared.shared_cache {
@@ -207,9 +210,7 @@ where
     pub fn clear_all(&self) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        if let Some(cache) = st.cache.as_mut() {
-            cache.clear();
-        }
+        st.slots.retain(|_, slot| matches!(slot, Slot::Waiting(_)));
         drop(st);
         if let Some(shared) = &self.shared.shared_cache {
             shared.clear();

@@ -47,10 +47,12 @@ pub(crate) struct Shared<K, V, E> {
 }
 
 pub(crate) struct State<K, V, E> {
-    /// The per-loader memo; `None` when caching is off or a shared cache is used.
-    pub(crate) cache: Option<HashMap<K, V>>,
-    /// Every key with callers waiting: pending (collecting) or in a batch.
-    pub(crate) keys: HashMap<K, Entry<V, E>>,
+    /// Whether answered values are memoized in `slots` (the per-loader
+    /// cache); off when caching is off or a shared cache is used.
+    pub(crate) memoize: bool,
+    /// Every key with callers waiting (pending, or in a batch) and, when
+    /// memoizing, every cached value: one map, so a load costs one look-up.
+    pub(crate) slots: HashMap<K, Slot<V, E>>,
     /// Pending keys with their sequence numbers, in the order first
     /// requested. May hold `stale` keys since withdrawn (all callers dropped),
     /// which are skipped when a batch is taken.
@@ -82,6 +84,23 @@ pub(crate) struct State<K, V, E> {
     /// Bumped by `clear`/`clear_all`: a batch that started before a clear
     /// still answers its callers but does not write its values to the cache.
     pub(crate) epoch: u64,
+}
+
+/// What the loader holds for a key.
+pub(crate) enum Slot<V, E> {
+    /// A memoized value.
+    Cached(V),
+    /// Callers waiting for the key's batch.
+    Waiting(Entry<V, E>),
+}
+
+impl<V, E> Slot<V, E> {
+    pub(crate) fn waiting(&mut self) -> Option<&mut Entry<V, E>> {
+        match self {
+            Slot::Waiting(entry) => Some(entry),
+            Slot::Cached(_) => None,
+        }
+    }
 }
 
 pub(crate) struct Entry<V, E> {
@@ -159,10 +178,10 @@ impl<K, V, E> State<K, V, E>
 where
     K: Eq + Hash + Clone,
 {
-    pub(crate) fn new(cache: bool) -> Self {
+    pub(crate) fn new(memoize: bool) -> Self {
         State {
-            cache: cache.then(HashMap::new),
-            keys: HashMap::new(),
+            memoize,
+            slots: HashMap::new(),
             order: VecDeque::new(),
             stale: 0,
             next_seq: 0,
@@ -187,7 +206,7 @@ where
         } else {
             while batch.len() < max {
                 let Some((seq, key)) = self.order.pop_front() else { break };
-                if self.keys.get(&key).is_some_and(|entry| entry.seq == seq) {
+                if matches!(self.slots.get(&key), Some(Slot::Waiting(entry)) if entry.seq == seq) {
                     batch.push(key);
                 } else {
                     self.stale -= 1;
@@ -203,7 +222,7 @@ where
     /// Withdraws every pending key (their callers see [`LoadError::Abandoned`]).
     pub(crate) fn abandon_pending(&mut self) {
         let dispatched = self.dispatched;
-        self.keys.retain(|_, entry| entry.seq < dispatched);
+        self.slots.retain(|_, slot| !matches!(slot, Slot::Waiting(entry) if entry.seq >= dispatched));
         self.order.clear();
         self.stale = 0;
         self.pending = 0;
@@ -258,24 +277,28 @@ where
                     tickets(Ticket::Ready(Ok(value)));
                     continue;
                 }
-                if let Some(value) = st.cache.as_ref().and_then(|c| c.get(&key)) {
-                    hits += 1;
-                    tickets(Ticket::Ready(Ok(value.clone())));
-                    continue;
-                }
-                let (tx, rx) = oneshot::channel();
-                st.registered += 1;
                 let seq = st.next_seq;
-                let is_new = match st.keys.entry(key.clone()) {
-                    hash_map::Entry::Occupied(mut entry) => {
-                        entry.get_mut().waiters.push(tx);
-                        false
-                    }
-                    hash_map::Entry::Vacant(entry) => {
-                        entry.insert(Entry { seq, waiters: Waiters::One(tx) });
+                let (tx, rx);
+                let is_new = match st.slots.entry(key.clone()) {
+                    hash_map::Entry::Occupied(slot) => match slot.into_mut() {
+                        Slot::Cached(value) => {
+                            hits += 1;
+                            tickets(Ticket::Ready(Ok(value.clone())));
+                            continue;
+                        }
+                        Slot::Waiting(entry) => {
+                            (tx, rx) = oneshot::channel();
+                            entry.waiters.push(tx);
+                            false
+                        }
+                    },
+                    hash_map::Entry::Vacant(slot) => {
+                        (tx, rx) = oneshot::channel();
+                        slot.insert(Slot::Waiting(Entry { seq, waiters: Waiters::One(tx) }));
                         true
                     }
                 };
+                st.registered += 1;
                 if !is_new {
                     dedups += 1;
                 } else {
@@ -366,7 +389,10 @@ impl<K: Eq + Hash + Clone, V, E> Future for Waiter<K, V, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        match Pin::new(&mut this.rx).poll(cx) {
+        // Outside tokio's cooperative budget: the answer is already computed,
+        // and a task awaiting a page of loads would otherwise be forced to
+        // yield after every 128 of them, re-polling everything it joins.
+        match Pin::new(&mut tokio::task::unconstrained(&mut this.rx)).poll(cx) {
             Poll::Ready(answer) => {
                 this.done = true;
                 // The sender is dropped without an answer only when the task
@@ -387,7 +413,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
         let Some(key) = self.key.take() else { return };
         let mut st = self.shared.lock();
         let dispatched = st.dispatched;
-        let Some(entry) = st.keys.get_mut(&key) else { return };
+        let Some(entry) = st.slots.get_mut(&key).and_then(Slot::waiting) else { return };
         if entry.seq < dispatched {
             // A dispatched batch still runs for the callers still waiting; it
             // checks for callers that left before it starts.
@@ -395,7 +421,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
             return;
         }
         if !entry.waiters.retain_open() {
-            st.keys.remove(&key);
+            st.slots.remove(&key);
             st.stale += 1;
             st.pending -= 1;
             if st.pending == 0 {
