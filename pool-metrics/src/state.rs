@@ -102,7 +102,10 @@ impl PoolState {
     /// Records the number of tasks waiting for a connection, seen by a
     /// checkout once it has queued (or been served).
     pub(crate) fn observe_waiting(&self, waiting: usize) {
-        self.peak_waiting.fetch_max(waiting, Ordering::Relaxed);
+        // Most checkouts see no waiters: read before writing the shared line.
+        if waiting > self.peak_waiting.load(Ordering::Relaxed) {
+            self.peak_waiting.fetch_max(waiting, Ordering::Relaxed);
+        }
         if self.may_be_under_pressure(waiting) {
             self.observe_pressure(waiting, Instant::now());
         }
@@ -124,14 +127,17 @@ impl PoolState {
         if !self.may_be_under_pressure(waiting) {
             return;
         }
-        let mut tracker = self.pressure.lock();
-        let verdict = tracker.observe(waiting, now);
-        self.pressure_active.store(tracker.is_tracking(), Ordering::Relaxed);
+        let (verdict, threshold) = {
+            let mut tracker = self.pressure.lock();
+            let verdict = tracker.observe(waiting, now);
+            self.pressure_active.store(tracker.is_tracking(), Ordering::Relaxed);
+            (verdict, tracker.threshold())
+        };
         if let Pressure::Sustained { waiting, for_ } = verdict {
             tracing::warn!(
                 pool = %self.name,
                 waiting,
-                threshold = tracker.threshold(),
+                threshold,
                 for_ms = u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
                 "connection pool under sustained pressure: tasks keep waiting for a connection; \
                  raise max_size, shorten the time connections are held, or shed load"
