@@ -420,3 +420,29 @@ impl std::error::Error for PgBouncerError {
         self.source.as_ref().map(|e| e as _)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_url_is_a_clear_error() {
+        let error = PgBouncerCollector::from_url("postgres://[::1").expect_err("not a URL");
+        assert_eq!(error.to_string(), "invalid PgBouncer admin console URL");
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(!error.is_timeout());
+    }
+
+    #[test]
+    fn before_any_refresh_only_pgbouncer_up_0_is_exported() {
+        let collector = PgBouncerCollector::from_url("postgres://stats@127.0.0.1:6432/pgbouncer").expect("a URL");
+        let mut registry = Registry::default();
+        collector.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoding cannot fail");
+        assert_eq!(
+            text,
+            "# HELP pgbouncer_up 1 when PgBouncer's admin console was read successfully\n# TYPE pgbouncer_up gauge\npgbouncer_up 0\n# EOF\n"
+        );
+    }
+}
