@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) server_timing: bool,
     pub(crate) warn_interval: Duration,
     pub(crate) significant_figures: u8,
+    pub(crate) cache_misses_break: bool,
 }
 
 impl Default for Config {
@@ -44,6 +45,7 @@ impl Default for Config {
             server_timing: false,
             warn_interval: Duration::from_secs(10),
             significant_figures: LATENCY_SIGFIG,
+            cache_misses_break: false,
         }
     }
 }
@@ -190,8 +192,14 @@ impl CacheStatus {
         }
     }
 
-    fn served_by_cache(self) -> bool {
-        matches!(self, CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Miss)
+    /// Whether the response meets `cache_required`: any cache verdict but
+    /// `BYPASS`, or only `HIT`/`STALE` when misses count against it.
+    fn meets_cache_requirement(self, misses_break: bool) -> bool {
+        match self {
+            CacheStatus::Hit | CacheStatus::Stale => true,
+            CacheStatus::Miss => !misses_break,
+            CacheStatus::Bypass | CacheStatus::Absent => false,
+        }
     }
 }
 
@@ -310,7 +318,7 @@ impl RouteState {
                 CacheStatus::Absent => stats.cache.absent += 1,
             }
             if let Some(budget) = &self.budget {
-                violations = broken(budget, done);
+                violations = broken(budget, done, shared.config.cache_misses_break);
             }
             for (budget, detail) in &violations {
                 match stats.violations.iter_mut().find(|(b, _)| b == budget) {
@@ -354,7 +362,7 @@ impl RouteState {
 }
 
 /// The budgets one request broke, as (budget, what happened).
-pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>) -> Vec<(String, String)> {
+pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>, cache_misses_break: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in Percentile::ALL {
         if let Some(limit) = budget.latency_limit(p)
@@ -374,9 +382,10 @@ pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>) -> Vec<(String, 
             out.push((name.to_owned(), format!("{name} = {value}, over {limit}")));
         }
     }
-    if budget.cache_required && !done.cache.served_by_cache() {
+    if budget.cache_required && !done.cache.meets_cache_requirement(cache_misses_break) {
         let what = match done.cache {
             CacheStatus::Bypass => "X-Cache: BYPASS",
+            CacheStatus::Miss => "X-Cache: MISS",
             _ => "no X-Cache header",
         };
         out.push(("cache_required".to_owned(), format!("{what} on a route that requires the cache")));

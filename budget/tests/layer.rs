@@ -504,3 +504,20 @@ async fn a_cancelled_request_is_recorded_and_leaves_no_active_request() {
     assert_eq!(report.routes[0].latency.unwrap().max_us, 20_000);
     assert!(exposition(&layer).contains(r#"http_server_active_requests{method="GET",route="unmatched"} 0"#));
 }
+
+#[tokio::test(start_paused = true)]
+async fn cache_misses_can_be_made_to_break_the_budget_once_warm() {
+    let budgets = Budgets::new().route(Method::GET, "/items/{ms}", RouteBudget::new().cache_required(true));
+    let layer = BudgetLayer::builder(budgets).warm_up(1).cache_misses_break_budget(true).build();
+    let mut svc = app(layer.clone());
+    // The warm-up miss is not judged; the later miss is.
+    for uri in ["/items/20", "/items/5", "/items/20", "/items/5"] {
+        call(&mut svc, Method::GET, uri).await;
+    }
+    let report = layer.report();
+    let route = report.route("GET /items/{ms}").unwrap();
+    assert_eq!((route.cache.hit, route.cache.miss), (2, 1));
+    assert_eq!(route.violations.get("cache_required"), Some(&1));
+    let check = route.check("cache_required").unwrap();
+    assert_eq!((check.actual, check.outcome), (Some(1), brisk_budget::report::Outcome::Fail));
+}

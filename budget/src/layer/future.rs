@@ -73,7 +73,7 @@ impl InFlight {
                 cache: self.cache,
                 scope: &self.scope,
             };
-            let broken = crate::state::broken(budget, &so_far);
+            let broken = crate::state::broken(budget, &so_far, self.shared.config.cache_misses_break);
             if !broken.is_empty() {
                 let names: Vec<&str> = broken.iter().map(|(b, _)| b.as_str()).filter(|b| is_token(b)).collect();
                 let _ = write!(value, ", budget;desc=\"{}\"", names.join(" "));

@@ -160,6 +160,16 @@ impl BudgetLayerBuilder {
         self
     }
 
+    /// Whether `X-Cache: MISS` breaks a `cache_required` budget. Default
+    /// `false`: a miss went through the cache (and filled it), and only a
+    /// response without a cache verdict or with `BYPASS` breaks it. With
+    /// `true`, only `HIT` and `STALE` meet it: combine with
+    /// [`warm_up`](Self::warm_up) to require a warm cache.
+    pub fn cache_misses_break_budget(mut self, misses_break: bool) -> Self {
+        self.config.cache_misses_break = misses_break;
+        self
+    }
+
     /// The clock that times requests. Default [`TokioClock`], which follows
     /// `tokio::time::pause()`.
     pub fn clock(mut self, clock: impl Clock) -> Self {

@@ -237,12 +237,12 @@ impl RouteReport {
         }
         report.queries_max = report.counters_max.get(crate::budget::DB_QUERIES).copied().unwrap_or(0);
         if let Some(budget) = budget {
-            report.checks = report.judge(budget, shared.config.min_samples);
+            report.checks = report.judge(budget, shared.config.min_samples, shared.config.cache_misses_break);
         }
         report
     }
 
-    fn judge(&self, budget: &RouteBudget, min_samples: u64) -> Vec<BudgetCheck> {
+    fn judge(&self, budget: &RouteBudget, min_samples: u64, cache_misses_break: bool) -> Vec<BudgetCheck> {
         let enough = self.count > 0 && self.count >= min_samples;
         let verdict = |limit: u64, actual: Option<u64>| match actual {
             Some(actual) if enough => {
@@ -274,7 +274,9 @@ impl RouteReport {
             push(name, limit, measured(actual), CheckUnit::Count);
         }
         if budget.is_cache_required() {
-            push("cache_required", 0, measured(self.cache.bypass + self.cache.absent), CheckUnit::Responses);
+            let misses = if cache_misses_break { self.cache.miss } else { 0 };
+            let uncached = self.cache.bypass + self.cache.absent + misses;
+            push("cache_required", 0, measured(uncached), CheckUnit::Responses);
         }
         checks
     }
