@@ -478,6 +478,44 @@ async fn a_clear_during_a_batch_keeps_its_stale_values_out_of_the_cache() {
 }
 
 #[tokio::test]
+async fn prime_leaves_a_key_being_loaded_to_its_batch() {
+    let (rec, gate) = Recorder::gated();
+    let loader = DataLoader::new(rec.clone());
+    let running = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(1).await }
+    });
+    settle().await;
+    assert!(!loader.prime(1, 99), "a load of 1 is in flight");
+    gate.add_permits(1);
+    assert_eq!(timeout(GUARD, running).await.unwrap().unwrap().unwrap(), 10);
+    assert_eq!(loader.load(1).await.unwrap(), 10, "the batch's value was cached");
+    assert_eq!(rec.calls(), 1);
+}
+
+#[test]
+fn errors_say_what_happened() {
+    let cases: [(LoadError<Boom>, &str, &str); 6] = [
+        (LoadError::NotFound, "not_found", "no value for this key"),
+        (LoadError::Batch(Arc::new(Boom("down"))), "batch", "the batch failed: down"),
+        (
+            LoadError::WrongCount { expected: 3, returned: 2 },
+            "wrong_count",
+            "the batch function returned 2 results for 3 keys",
+        ),
+        (LoadError::Panicked(Some("oops".into())), "panicked", "the batch function panicked: oops"),
+        (LoadError::TimedOut(Duration::from_secs(2)), "timed_out", "the batch function did not finish within 2s"),
+        (LoadError::Abandoned, "abandoned", "the batch was abandoned before it answered (runtime shut down)"),
+    ];
+    for (err, kind, text) in cases {
+        assert_eq!(err.kind(), kind);
+        assert_eq!(err.to_string(), text);
+        assert_eq!(err.clone().to_string(), text);
+    }
+    assert_eq!(LoadError::Key(Arc::new(Boom("x"))).inner(), Some(&Boom("x")));
+}
+
+#[tokio::test]
 async fn with_the_cache_off_every_load_asks_again() {
     let rec = Recorder::default();
     let loader = DataLoader::builder(rec.clone()).cache(false).build();
