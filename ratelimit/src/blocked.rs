@@ -62,7 +62,7 @@ impl BlockedKeys {
         }
         let elapsed = Duration::from_micros(now - entry.decided_at);
         let mut decision = entry.decision.clone();
-        for p in &mut decision.policies {
+        for p in decision.policies.iter_mut() {
             p.reset_after = p.reset_after.saturating_sub(elapsed);
             p.retry_after = p.retry_after.map(|r| r.saturating_sub(elapsed));
             p.source = Source::BlockedCache;

@@ -111,12 +111,48 @@ impl PolicyDecision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub(crate) allowed: bool,
-    pub(crate) policies: Vec<PolicyDecision>,
+    pub(crate) policies: PolicyList,
+}
+
+/// One policy inline (the common case, no allocation), or several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PolicyList {
+    One(PolicyDecision),
+    Many(Vec<PolicyDecision>),
+}
+
+impl std::ops::Deref for PolicyList {
+    type Target = [PolicyDecision];
+
+    fn deref(&self) -> &[PolicyDecision] {
+        match self {
+            PolicyList::One(p) => std::slice::from_ref(p),
+            PolicyList::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for PolicyList {
+    fn deref_mut(&mut self) -> &mut [PolicyDecision] {
+        match self {
+            PolicyList::One(p) => std::slice::from_mut(p),
+            PolicyList::Many(v) => v,
+        }
+    }
 }
 
 impl Decision {
-    pub(crate) fn new(policies: Vec<PolicyDecision>) -> Decision {
-        Decision { allowed: policies.iter().all(|p| p.allowed), policies }
+    pub(crate) fn new(mut policies: Vec<PolicyDecision>) -> Decision {
+        let allowed = policies.iter().all(|p| p.allowed);
+        let policies = match policies.len() {
+            1 => PolicyList::One(policies.pop().expect("one policy")),
+            _ => PolicyList::Many(policies),
+        };
+        Decision { allowed, policies }
+    }
+
+    pub(crate) fn one(policy: PolicyDecision) -> Decision {
+        Decision { allowed: policy.allowed, policies: PolicyList::One(policy) }
     }
 
     /// Whether the request may proceed.

@@ -146,6 +146,9 @@ impl RateLimiter {
         }
         let inner = &*self.inner;
         let policies = self.policies_for(key);
+        if let Some(decision) = self.decide_now(key, policies, cost, op) {
+            return Ok(decision);
+        }
         let storage_key = format!("{}{{{}}}", inner.prefix, key);
         let now = inner.clock.now_micros();
 
@@ -164,10 +167,7 @@ impl RateLimiter {
         let result = match permit {
             Permit::Skip => Err(None),
             Permit::Call | Permit::Probe => {
-                let result = match inner.store.apply_now(request) {
-                    Some(outcomes) => Ok(outcomes),
-                    None => inner.store.apply(request).await,
-                };
+                let result = inner.store.apply(request).await;
                 let result = result.and_then(|o| {
                     if o.len() == policies.len() {
                         Ok(o)
@@ -226,8 +226,56 @@ impl RateLimiter {
         Ok(decision)
     }
 
+    /// The path of stores that answer without I/O and cannot fail (memory):
+    /// no blocked-key cache (nothing to save), no breaker, and no allocation
+    /// but the key's first insertion.
+    fn decide_now(&self, key: &str, policies: &[Policy], cost: u64, op: Operation) -> Option<Decision> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(String, Vec<Outcome>)> = const {
+                std::cell::RefCell::new((String::new(), Vec::new()))
+            };
+        }
+        let inner = &*self.inner;
+        let decision = SCRATCH.with(|scratch| {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
+            let (storage_key, outcomes) = &mut *scratch;
+            storage_key.clear();
+            storage_key.push_str(&inner.prefix);
+            storage_key.push('{');
+            storage_key.push_str(key);
+            storage_key.push('}');
+            let request = StoreRequest { key: storage_key, policies, cost, op };
+            if !inner.store.apply_now(request, outcomes) || outcomes.len() != policies.len() {
+                return None;
+            }
+            Some(match (policies, outcomes.as_slice()) {
+                ([p], [o]) => Decision::one(policy_decision(p, p.quota, o, Source::Store)),
+                _ => Decision::new(
+                    policies
+                        .iter()
+                        .zip(outcomes.iter())
+                        .map(|(p, o)| policy_decision(p, p.quota, o, Source::Store))
+                        .collect(),
+                ),
+            })
+        })?;
+        if op == Operation::Consume {
+            self.record(&decision);
+            if !decision.allowed {
+                tracing::info!(
+                    limiter = %inner.prefix,
+                    key,
+                    policies = ?decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
+                    retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
+                    "rate limit exceeded"
+                );
+            }
+        }
+        Some(decision)
+    }
+
     fn record(&self, decision: &Decision) {
-        for p in &decision.policies {
+        for p in decision.policies.iter() {
             self.inner.metrics.decision(&p.name, p.allowed, p.source.as_str());
         }
     }

@@ -135,13 +135,17 @@ async fn blocked_keys_cost_no_round_trip() {
     let redis = require!(brisk_testkit::redis().await);
     let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
     let prefix = brisk_testkit::unique_name("rl:blocked:");
+    let clock = FakeClock::new();
     let l = RateLimiter::builder(&prefix)
         .policy(Policy::new("p", Quota::per_hour(nz(1))))
         .store(store(&redis).await)
+        .clock(clock.clone())
         .build()
         .unwrap();
     assert!(l.check("k").await.unwrap().is_allowed());
-    assert!(!l.check("k").await.unwrap().is_allowed());
+    let first = l.check("k").await.unwrap();
+    assert!(!first.is_allowed());
+    assert_eq!(first.source(), Source::Store);
     let before = evalsha_calls(&mut con).await;
     for _ in 0..100 {
         let d = l.check("k").await.unwrap();
@@ -149,6 +153,18 @@ async fn blocked_keys_cost_no_round_trip() {
         assert_eq!(d.source(), Source::BlockedCache);
     }
     assert_eq!(evalsha_calls(&mut con).await, before);
+    // The cached refusal ages on the limiter's clock, and ends at the retry time.
+    clock.advance(Duration::from_secs(600));
+    let aged = l.check("k").await.unwrap();
+    assert_eq!(aged.source(), Source::BlockedCache);
+    assert_eq!(aged.retry_after(), first.retry_after().map(|r| r - Duration::from_secs(600)));
+    // Smaller costs are not answered by a refusal of a larger one, larger ones are.
+    assert_eq!(l.check_n("k", nz(2)).await.unwrap().source(), Source::BlockedCache);
+    clock.advance(first.retry_after().unwrap());
+    let d = l.check("k").await.unwrap();
+    assert_eq!(d.source(), Source::Store, "the cache forgets the key at its retry time");
+    // A refund forgets the cached refusal too.
+    l.refund("k", nz(1)).await.unwrap();
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,9 +11,10 @@ use crate::clock::{Clock, SystemClock};
 /// Counters in process memory: for a single instance, tests, and the
 /// fallback when Redis fails. Runs the same algorithms as the Redis script.
 ///
-/// Sharded maps behind short mutexes; a key's state is forgotten once its
-/// quota is whole again, swept incrementally (amortised O(1) per call).
-/// Clones share the counters.
+/// Sharded maps behind short mutexes, each key hashed once (SipHash with a
+/// random key, so clients cannot aim collisions); a key's state is forgotten
+/// once its quota is whole again, swept incrementally (amortised O(1) per
+/// call). Clones share the counters.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -26,14 +27,37 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
+/// The map is keyed by the key's 64-bit keyed hash, computed once per call;
+/// the rare keys sharing a hash share a bucket and are told apart by name.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    map: HashMap<u64, Vec<Entry>, BuildHasherDefault<HashIsKey>>,
     ops_since_sweep: usize,
+}
+
+/// Feeds an already-hashed `u64` through unchanged.
+#[derive(Debug, Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
+    key: Box<str>,
     states: Vec<(Arc<str>, State)>,
     expires_at: u64,
 }
@@ -62,7 +86,7 @@ impl MemoryStore {
 
     /// Keys currently holding state (approximate: expired keys not yet swept count).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.inner.shards.iter().map(|s| s.lock().map.values().map(Vec::len).sum::<usize>()).sum()
     }
 
     /// Whether no key holds state.
@@ -71,69 +95,95 @@ impl MemoryStore {
     }
 
     pub(crate) fn decide(&self, request: StoreRequest<'_>) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(request.policies.len());
+        self.decide_into(request, &mut out);
+        out
+    }
+
+    fn decide_into(&self, request: StoreRequest<'_>, outcomes: &mut Vec<Outcome>) {
+        outcomes.clear();
         let now = self.inner.clock.now_micros();
-        let shard_index = (self.inner.hasher.hash_one(request.key) as usize) & (self.inner.shards.len() - 1);
+        let hash = self.inner.hasher.hash_one(request.key);
+        // The high bits pick the shard; the map uses the whole hash.
+        let shard_index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
         let mut shard = self.inner.shards[shard_index].lock();
         shard.sweep(now);
-        let entry = shard.map.get_mut(request.key);
-        let state_of = |entry: &Option<&mut Entry>, name: &str| {
-            entry.as_ref().and_then(|e| e.states.iter().find(|(n, _)| &**n == name).map(|(_, s)| *s))
-        };
-        let mut outcomes = Vec::with_capacity(request.policies.len());
-        match request.op {
-            Operation::Consume | Operation::Peek => {
-                let mut evaluations = Vec::with_capacity(request.policies.len());
-                for policy in request.policies {
-                    let params = Params::from_policy(policy);
-                    let e = algorithm::evaluate(params, state_of(&entry, &policy.name), now, request.cost);
-                    evaluations.push(e);
-                    outcomes.push(e.outcome);
-                }
-                let all_allowed = outcomes.iter().all(|o| o.allowed);
-                if !all_allowed {
-                    // Nothing is charged: policies that would admit report their untouched state.
-                    for (policy, outcome) in request.policies.iter().zip(outcomes.iter_mut()) {
-                        if outcome.allowed {
-                            let params = Params::from_policy(policy);
-                            *outcome = algorithm::evaluate(params, state_of(&entry, &policy.name), now, 0).outcome;
-                        }
-                    }
-                }
-                if request.op == Operation::Consume && all_allowed {
-                    let states =
-                        request.policies.iter().zip(&evaluations).map(|(p, e)| (&p.name, e.next, e.expires_at));
-                    match entry {
-                        Some(entry) => entry.store(states),
-                        None => {
-                            let mut entry = Entry { states: Vec::with_capacity(request.policies.len()), expires_at: 0 };
-                            entry.store(states);
-                            shard.map.insert(request.key.into(), entry);
-                        }
-                    }
-                }
+
+        let stored = shard.map.get(&hash).and_then(|b| b.iter().find(|e| &*e.key == request.key));
+        let state_of = |name: &Arc<str>| stored.and_then(|e| e.state(name));
+        if request.op == Operation::Refund {
+            let mut refunded = Vec::with_capacity(request.policies.len());
+            for policy in request.policies {
+                let params = Params::from_policy(policy);
+                let state = algorithm::refund(params, state_of(&policy.name), now, request.cost);
+                outcomes.push(algorithm::evaluate(params, state, now, 0).outcome);
+                refunded.push(state);
             }
-            Operation::Refund => {
-                let mut refunded = Vec::with_capacity(request.policies.len());
-                for policy in request.policies {
-                    let params = Params::from_policy(policy);
-                    let state = algorithm::refund(params, state_of(&entry, &policy.name), now, request.cost);
-                    outcomes.push(algorithm::evaluate(params, state, now, 0).outcome);
-                    refunded.push((policy.name.clone(), state));
-                }
-                if let Some(entry) = entry {
-                    for (name, state) in refunded {
-                        entry.states.retain(|(n, _)| *n != name);
+            if stored.is_some() {
+                let bucket = shard.map.get_mut(&hash).expect("the bucket was just read");
+                if let Some(i) = bucket.iter().position(|e| &*e.key == request.key) {
+                    let entry = &mut bucket[i];
+                    for (policy, state) in request.policies.iter().zip(refunded) {
+                        entry.states.retain(|(n, _)| **n != *policy.name);
                         if let Some(state) = state {
-                            entry.states.push((name, state));
+                            entry.states.push((policy.name.clone(), state));
                         }
                     }
                     if entry.states.is_empty() {
-                        shard.map.remove(request.key);
+                        bucket.swap_remove(i);
                     }
                 }
+                if bucket.is_empty() {
+                    shard.map.remove(&hash);
+                }
+            }
+            return;
+        }
+
+        for policy in request.policies {
+            let params = Params::from_policy(policy);
+            outcomes.push(algorithm::evaluate(params, state_of(&policy.name), now, request.cost).outcome);
+        }
+        if !outcomes.iter().all(|o| o.allowed) {
+            // Nothing is charged: policies that would admit report their untouched state.
+            for (policy, outcome) in request.policies.iter().zip(outcomes.iter_mut()) {
+                if outcome.allowed {
+                    let params = Params::from_policy(policy);
+                    *outcome = algorithm::evaluate(params, state_of(&policy.name), now, 0).outcome;
+                }
+            }
+            return;
+        }
+        if request.op != Operation::Consume {
+            return;
+        }
+        let bucket = shard.map.entry(hash).or_default();
+        let entry = match bucket.iter().position(|e| &*e.key == request.key) {
+            Some(i) => &mut bucket[i],
+            None => {
+                bucket.push(Entry {
+                    key: request.key.into(),
+                    states: Vec::with_capacity(request.policies.len()),
+                    expires_at: 0,
+                });
+                bucket.last_mut().expect("just pushed")
+            }
+        };
+        for policy in request.policies {
+            let params = Params::from_policy(policy);
+            let e = algorithm::evaluate(params, entry.state(&policy.name), now, request.cost);
+            entry.expires_at = entry.expires_at.max(e.expires_at);
+            match entry.states.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &policy.name) || **n == *policy.name) {
+                Some(slot) => slot.1 = e.next,
+                None => entry.states.push((policy.name.clone(), e.next)),
             }
         }
-        outcomes
+    }
+}
+
+impl Entry {
+    fn state(&self, name: &Arc<str>) -> Option<State> {
+        self.states.iter().find(|(n, _)| Arc::ptr_eq(n, name) || **n == **name).map(|(_, s)| *s)
     }
 }
 
@@ -143,25 +193,16 @@ impl Default for MemoryStore {
     }
 }
 
-impl Entry {
-    fn store<'p>(&mut self, states: impl Iterator<Item = (&'p Arc<str>, State, u64)>) {
-        for (name, state, expires_at) in states {
-            self.expires_at = self.expires_at.max(expires_at);
-            match self.states.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = state,
-                None => self.states.push((name.clone(), state)),
-            }
-        }
-    }
-}
-
 impl Shard {
     /// Drops expired keys once as many calls as there are keys have passed.
     fn sweep(&mut self, now: u64) {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep > self.map.len().max(64) {
             self.ops_since_sweep = 0;
-            self.map.retain(|_, e| e.expires_at > now);
+            self.map.retain(|_, bucket| {
+                bucket.retain(|e| e.expires_at > now);
+                !bucket.is_empty()
+            });
         }
     }
 }
@@ -179,7 +220,8 @@ impl sealed::Backend for MemoryStore {
         Box::pin(async move { Ok::<_, StoreError>(outcomes) })
     }
 
-    fn apply_now(&self, request: StoreRequest<'_>) -> Option<Vec<Outcome>> {
-        Some(self.decide(request))
+    fn apply_now(&self, request: StoreRequest<'_>, out: &mut Vec<Outcome>) -> bool {
+        self.decide_into(request, out);
+        true
     }
 }

@@ -64,9 +64,10 @@ pub(crate) mod sealed {
         /// Applies a request; answers in policy order.
         fn apply<'a>(&'a self, request: StoreRequest<'a>) -> StoreFuture<'a>;
 
-        /// Applies a request at once when the store needs no I/O.
-        fn apply_now(&self, _request: StoreRequest<'_>) -> Option<Vec<Outcome>> {
-            None
+        /// Applies a request at once, into `out`, when the store needs no I/O
+        /// and cannot fail; `false` when it must go through [`apply`](Self::apply).
+        fn apply_now(&self, _request: StoreRequest<'_>, _out: &mut Vec<Outcome>) -> bool {
+            false
         }
     }
 }
