@@ -467,3 +467,25 @@ async fn start_up_fails_with_a_clear_error_when_the_database_cannot_be_opened() 
     let err = blueprint::App::start(config(&[("SQLITE_PATH", path.to_str().unwrap())])).await.unwrap_err();
     assert!(err.to_string().contains("SQLite"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_succeed_and_every_write_lands() {
+    let s = service().await;
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for n in 0..40_i64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = n % 24 + 1;
+            let body = json!({ "name": format!("Concurrent {n}"), "category": "worker" }).to_string();
+            let reply = s.client.call(Method::POST, "/api/blueprints", Some(&s.token(user)), Some(&body)).await;
+            (reply.status.as_u16(), String::from_utf8_lossy(&reply.body).into_owned())
+        }));
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let stats = s.client.get("/api/projects/stats/summary").await.json();
+    assert_eq!(stats["blueprints_total"], 1240);
+}
