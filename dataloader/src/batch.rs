@@ -40,6 +40,16 @@ pub trait BatchFn<K, V>: Send + Sync + 'static {
     fn load(&self, keys: &[K]) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 }
 
+/// A shared batch function is one too.
+impl<K, V, T: BatchFn<K, V>> BatchFn<K, V> for Arc<T> {
+    type Error = T::Error;
+    type Output = T::Output;
+
+    fn load(&self, keys: &[K]) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send {
+        T::load(self, keys)
+    }
+}
+
 /// The values a batch function returns, matched to its keys.
 ///
 /// Implemented for:

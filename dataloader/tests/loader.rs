@@ -493,6 +493,17 @@ async fn prime_leaves_a_key_being_loaded_to_its_batch() {
     assert_eq!(rec.calls(), 1);
 }
 
+#[tokio::test]
+async fn a_shared_batch_function_serves_several_loaders() {
+    let rec = Arc::new(Recorder::default());
+    let (a, b) = (DataLoader::new(Arc::clone(&rec)), DataLoader::new(Arc::clone(&rec)));
+    let (x, y) = tokio::join!(a.load(1), b.load(2));
+    assert_eq!((x.unwrap(), y.unwrap()), (10, 20));
+    let mut batches = rec.batches();
+    batches.sort();
+    assert_eq!(batches, vec![vec![1], vec![2]], "each loader batches its own keys");
+}
+
 #[test]
 fn errors_say_what_happened() {
     let cases: [(LoadError<Boom>, &str, &str); 6] = [
