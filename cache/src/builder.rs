@@ -303,8 +303,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
             soft_timeout: self.soft_timeout,
             hard_timeout: self.hard_timeout,
             early_refresh: self.early_refresh,
+            // Waiting on another instance's lease is bounded like a load.
             #[cfg(feature = "redis")]
-            lease: self.lease,
+            lease: self.lease.map(|l| LeaseConfig { wait: self.hard_timeout.max(l.ttl), ..l }),
             #[cfg(not(feature = "redis"))]
             lease: None,
         };
@@ -385,10 +386,10 @@ impl<C: Codec> TieredCacheBuilder<C> {
     /// Runs each key's loader once across every instance: a lease
     /// (`SET NX PX ttl` with a random fencing token) is taken before loading;
     /// others poll Redis every `poll` for the value, for up to the hard
-    /// timeout, then load themselves. The value is written only while the
+    /// timeout (or the lease TTL, if longer), then load themselves. The value is written only while the
     /// lease still holds the writer's token. Default: off (once per process).
     pub fn distributed_lease(mut self, ttl: Duration, poll: Duration) -> Self {
-        self.lease = Some(LeaseConfig { ttl, wait: self.hard_timeout.max(ttl), poll });
+        self.lease = Some(LeaseConfig { ttl, wait: ttl, poll });
         self
     }
 }

@@ -35,7 +35,7 @@
 //! | --- | --- | --- |
 //! | `redis` | yes | L2 on Redis (single server or Redis Cluster), the invalidation bus, the distributed fill lease |
 //! | `prometheus` | yes | `TieredCache::register`: metrics on a `prometheus_client` registry |
-//! | `json` | no | [`JsonCodec`], for values shared with services in other languages |
+//! | `json` | no | `JsonCodec`, for values shared with services in other languages |
 //!
 //! With `default-features = false` the cache is L1-only: one process, the
 //! same API, and no Redis or prometheus-client in the dependency tree.
@@ -78,6 +78,8 @@
 //! twice the L2 TTL cap. The matching keys are removed physically in the
 //! background with `SCAN … COUNT` and `UNLINK` in batches
 //! ([`remove_matching`](TieredCache::remove_matching)); `KEYS` is never sent.
+//! A key written after the invalidation that matches may be removed by a
+//! clean-up still running: an extra miss, never a stale read.
 //!
 //! **Fencing.** A fill records the stamps current when its load started. Before
 //! writing back, it re-reads the generations from Redis; if a tag, the
@@ -95,7 +97,7 @@
 //! **Stampedes.** Concurrent `get_or_load` misses for one key run one loader
 //! per process; the load runs in its own task, so it completes and fills the
 //! cache even if its callers go away. With
-//! [`distributed_lease`](TieredCacheBuilder::distributed_lease), a lease
+//! `TieredCacheBuilder::distributed_lease` (feature `redis`), a lease
 //! (`SET NX PX` with a random fencing token) makes it one loader across every
 //! instance: taking the lease and checking for the value are one script, the
 //! value is written only while the lease holds the writer's token, and the

@@ -95,3 +95,59 @@ async fn redis_stopped_mid_test_never_fails_a_call_and_recovers() {
     let hit = other.get_bytes("back").await.expect("written to L2 after recovery");
     assert_eq!(hit.tier(), Tier::L2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_at_most_the_timeout_per_call() {
+    let mut redis = require!(brisk_testkit::redis().await);
+    let timeout = Duration::from_millis(150);
+    let cache = TieredCache::builder()
+        .prefix(brisk_testkit::unique_name("bc"))
+        .redis_url(redis.url())
+        .unwrap()
+        .redis_timeout(timeout)
+        .circuit_breaker(2, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    suite::ready(&cache).await;
+    if redis.freeze().is_err() {
+        return;
+    }
+    let mut slowest = Duration::ZERO;
+    for i in 0..6u32 {
+        let start = Instant::now();
+        let v = cache.get_or_load(&format!("k{i}"), MIN, move || async move { Ok::<_, std::io::Error>(i) }).await;
+        assert_eq!(v.unwrap(), i);
+        slowest = slowest.max(start.elapsed());
+    }
+    let s = cache.stats();
+    redis.thaw().unwrap();
+    // A miss makes at most two Redis calls before the loader (GET, then the
+    // generations), each bounded by the timeout; then the breaker is open.
+    assert!(slowest < 3 * timeout, "slowest call {slowest:?}");
+    assert!(s.l2_timeouts >= 2, "{s:?}");
+    assert_eq!(s.breaker, BreakerState::Open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_a_senders_sequence_flushes_l1() {
+    let Some((_redis, b)) = backend().await else { return };
+    let Backend::Single(url) = &b else { unreachable!() };
+    let prefix = brisk_testkit::unique_name("bc");
+    let cache = b.cache(&prefix).await;
+    cache.set("k", &1u8, MIN).await.unwrap();
+    assert_eq!(cache.get_bytes("k").await.unwrap().tier(), Tier::L1);
+    let mut raw = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    // Bus wire format v1: version, then postcard (origin, seq, Event::Key("x")).
+    let message = |seq: u8| vec![1u8, 77, seq, 0, 1, b'x'];
+    let channel = format!("{prefix}:bus");
+    for seq in [1u8, 2] {
+        let _: u64 = redis::cmd("PUBLISH").arg(&channel).arg(message(seq)).query_async(&mut raw).await.unwrap();
+    }
+    suite::eventually(&cache, Duration::from_secs(2), |s| s.bus_messages == 2).await;
+    assert_eq!(cache.stats().bus_flushes, 0, "1, 2: no gap");
+    assert_eq!(cache.get_bytes("k").await.unwrap().tier(), Tier::L1);
+    let _: u64 = redis::cmd("PUBLISH").arg(&channel).arg(message(4)).query_async(&mut raw).await.unwrap();
+    suite::eventually(&cache, Duration::from_secs(2), |s| s.bus_flushes == 1).await;
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.stats().entries, 0, "3 was missed: L1 flushed");
+}
