@@ -98,6 +98,12 @@ where
     ///
     /// [`LoadError::NotFound`] when the batch function returned no value for
     /// the key, or the error of the key or of its batch.
+    ///
+    /// # Panics
+    ///
+    /// When polled outside a Tokio runtime (batches run on spawned tasks), as
+    /// `tokio::spawn` does. A panic of the batch function is not propagated:
+    /// it is [`LoadError::Panicked`].
     pub async fn load(&self, key: K) -> Result<V, LoadError<E>> {
         let mut ticket = None;
         if let Some(lead) = self.shared.register([key], |t| ticket = Some(t)) {
