@@ -546,3 +546,19 @@ fn decode_hit<V, E>(
         Err(e) => Err(LoadError::Codec(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn l1_keeps_entries_at_most_the_l1_ttl_cap_jittered() {
+        let cache = TieredCache::builder().l1_max_ttl(Duration::from_secs(300)).jitter(0.1).build().unwrap();
+        cache.set("long", &1u8, Duration::from_secs(3600)).await.unwrap();
+        cache.set("short", &1u8, Duration::from_secs(10)).await.unwrap();
+        let long = cache.inner.l1.get("long").await.unwrap();
+        assert!(long.l1_ttl <= Duration::from_secs(300) && long.l1_ttl >= Duration::from_secs(270), "{long:?}");
+        let short = cache.inner.l1.get("short").await.unwrap();
+        assert!(short.l1_ttl <= Duration::from_secs(10), "{short:?}");
+    }
+}

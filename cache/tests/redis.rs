@@ -151,3 +151,37 @@ async fn a_gap_in_a_senders_sequence_flushes_l1() {
     cache.run_pending_tasks().await;
     assert_eq!(cache.stats().entries, 0, "3 was missed: L1 flushed");
 }
+
+/// Whatever bytes another writer leaves under a key, a read is a miss and
+/// never a panic.
+#[test]
+fn arbitrary_bytes_in_l2_are_misses() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some((_redis, b)) = rt.block_on(backend()) else { return };
+    let prefix = brisk_testkit::unique_name("bc");
+    let (cache, raw) = rt.block_on(async { (b.cache(&prefix).await, tokio::sync::Mutex::new(b.raw().await)) });
+    let mut runner = TestRunner::new(Config { cases: 128, ..Config::default() });
+    let strategy = proptest::collection::vec(any::<u8>(), 0..300).prop_map(|mut v| {
+        // Half of the cases start like an envelope, to reach the header decoder.
+        if v.len() > 3 && v[0] % 2 == 0 {
+            v[0] = 0xB7;
+            v[1] = 0xCA;
+            v[2] = 1;
+        }
+        v
+    });
+    runner
+        .run(&strategy, |bytes| {
+            rt.block_on(async {
+                raw.lock().await.set(&format!("{prefix}:k"), &bytes).await;
+                assert_eq!(cache.get_bytes("k").await, None);
+                assert_eq!(cache.get::<u64>("k").await, None);
+            });
+            Ok(())
+        })
+        .unwrap();
+    assert!(cache.stats().corrupt >= 128);
+}
