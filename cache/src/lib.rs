@@ -96,7 +96,10 @@
 //!
 //! **Stampedes.** Concurrent `get_or_load` misses for one key run one loader
 //! per process; the load runs in its own task, so it completes and fills the
-//! cache even if its callers go away. With
+//! cache even if its callers go away. This is a small flight table rather
+//! than moka's own `try_get_with`: a stale entry must stay readable while
+//! its replacement loads, the loader may decide not to store its value
+//! ([`Loaded::pass`]), and a loader error is shared with every waiter. With
 //! `TieredCacheBuilder::distributed_lease` (feature `redis`), a lease
 //! (`SET NX PX` with a random fencing token) makes it one loader across every
 //! instance: taking the lease and checking for the value are one script, the

@@ -68,7 +68,7 @@ async fn redis_stopped_mid_test_never_fails_a_call_and_recovers() {
         let start = Instant::now();
         let v = cache.get_or_load(&format!("k{i}"), MIN, move || async move { Ok::<_, std::io::Error>(i) }).await;
         assert_eq!(v.unwrap(), i);
-        assert!(start.elapsed() < 3 * timeout, "call {i} took {:?}", start.elapsed());
+        assert!(start.elapsed() < 4 * timeout, "call {i} took {:?}", start.elapsed());
         assert_eq!(cache.get::<u32>("k").await, None, "no L2, and L1 is not trusted without the bus");
     }
     let s = cache.stats();
@@ -123,7 +123,8 @@ async fn a_hung_redis_costs_at_most_the_timeout_per_call() {
     redis.thaw().unwrap();
     // A miss makes at most two Redis calls before the loader (GET, then the
     // generations), each bounded by the timeout; then the breaker is open.
-    assert!(slowest < 3 * timeout, "slowest call {slowest:?}");
+    // One more timeout's worth of slack for a loaded machine.
+    assert!(slowest < 4 * timeout, "slowest call {slowest:?}");
     assert!(s.l2_timeouts >= 2, "{s:?}");
     assert_eq!(s.breaker, BreakerState::Open);
 }
