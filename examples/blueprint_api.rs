@@ -58,6 +58,7 @@ async fn main() -> ExitCode {
     println!("              curl http://{addr}/api/blueprints/1");
     println!("              curl http://{addr}/api/projects/stats/summary");
     println!("              curl http://{addr}/health/ready");
+    println!("  operations: http://{addr}/metrics  http://{addr}/budget/report  http://{addr}/cache/stats");
     println!("  demo token: {token}");
     println!(
         "  write:      curl -X POST http://{addr}/api/blueprints -H 'Authorization: Bearer {token}' \
@@ -66,7 +67,9 @@ async fn main() -> ExitCode {
     if !admin_from_env {
         println!("  admin token (generated; set ADMIN_TOKEN to choose one): {}", app.admin_token());
     }
-    let served = axum::serve(listener, app.router()).with_graceful_shutdown(shutdown_signal()).await;
+    // With the peer address, so the API rate limit can count per client IP.
+    let service = app.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await;
     app.shutdown().await;
     if let Err(err) = served {
         eprintln!("blueprint_api: server error: {err}");

@@ -5,7 +5,7 @@
 //! with a [`ConfigError`] naming it.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ URLs to try. Everything else is set through environment variables:
     DATABASE_URL         postgres://user:pass@host:port/db; PostgreSQL directly or
                          through PgBouncer (transaction mode is fine). Migrations
                          run at start. Unset: SQLite.
+    PGBOUNCER_ADMIN_URL  postgres://user@host:port/pgbouncer: PgBouncer's admin
+                         console, read for /metrics (SHOW POOLS, SHOW STATS)
     SQLITE_PATH          the SQLite database file         [default: <temp dir>/brisk-blueprint-api/blueprints.sqlite3]
     DB_POOL_SIZE         database connections at most      [default: 16 PostgreSQL, 8 SQLite]
     DB_POOL_TIMEOUT      longest wait for a connection     [default: 5s]
@@ -35,6 +37,8 @@ URLs to try. Everything else is set through environment variables:
     BUDGETS_FILE         performance budgets (YAML)        [default: examples/performance-budgets.yml when present]
     ADMIN_TOKEN          bearer token for /cache/* admin routes (at least 16
                          characters)                       [default: random, printed at start]
+    API_RATE_LIMIT       requests per client IP, N/period or off [default: 1000/15m]
+    DEPLOY_RATE_LIMIT    deploys per user, N/period or off [default: 10/1h]
     DEPLOY_DURATION      how long a simulated deploy runs  [default: 2s]
     SEED_BLUEPRINTS      blueprints seeded into an empty database [default: 1200]
     RUST_LOG             log filter                        [default: info]
@@ -72,6 +76,35 @@ pub enum RedisConfig {
     },
 }
 
+/// A number of requests per period (`1000/15m`), as `API_RATE_LIMIT` and
+/// `DEPLOY_RATE_LIMIT` write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub limit: NonZeroU32,
+    /// The period.
+    pub period: Duration,
+}
+
+impl RateLimit {
+    fn parse(variable: &'static str, value: &str) -> Result<Option<Self>, ConfigError> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let (limit, period) = value
+            .split_once('/')
+            .ok_or_else(|| ConfigError::new(variable, value, "expected <requests>/<period> (e.g. 1000/15m) or off"))?;
+        let limit: NonZeroU32 =
+            limit.trim().parse().map_err(|e| ConfigError::new(variable, value, format!("requests: {e}")))?;
+        let period = humantime::parse_duration(period.trim())
+            .map_err(|e| ConfigError::new(variable, value, format!("period: {e}")))?;
+        if period < Duration::from_secs(1) {
+            return Err(ConfigError::new(variable, value, "the period must be at least 1s"));
+        }
+        Ok(Some(Self { limit, period }))
+    }
+}
+
 /// What the service runs with. Every field has a default, so the service
 /// starts with no configuration at all.
 #[derive(Debug, Clone)]
@@ -81,6 +114,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `DATABASE_URL` / `SQLITE_PATH`.
     pub database: DatabaseConfig,
+    /// `PGBOUNCER_ADMIN_URL`: PgBouncer's admin console, for its gauges in `/metrics`.
+    pub pgbouncer_admin_url: Option<String>,
     /// `DB_POOL_SIZE`: the most database connections the pool opens.
     pub db_pool_size: NonZeroUsize,
     /// `DB_POOL_TIMEOUT`: the longest a request waits for a connection.
@@ -93,6 +128,10 @@ pub struct Config {
     pub budgets_file: Option<PathBuf>,
     /// `ADMIN_TOKEN`: the admin bearer token; `None` means "generate one at start".
     pub admin_token: Option<String>,
+    /// `API_RATE_LIMIT`: requests per client IP; `None` when `off`.
+    pub api_rate_limit: Option<RateLimit>,
+    /// `DEPLOY_RATE_LIMIT`: deploys per user; `None` when `off`.
+    pub deploy_rate_limit: Option<RateLimit>,
     /// `DEPLOY_DURATION`: how long a simulated deploy job runs.
     pub deploy_duration: Duration,
     /// `SEED_BLUEPRINTS`: how many blueprints an empty database is seeded with.
@@ -104,12 +143,21 @@ impl Default for Config {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database: DatabaseConfig::Sqlite { path: default_sqlite_path() },
+            pgbouncer_admin_url: None,
             db_pool_size: NonZeroUsize::new(8).expect("8 is not zero"),
             db_pool_timeout: Duration::from_secs(5),
             redis: None,
             redis_pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
             budgets_file: default_budgets_file(),
             admin_token: None,
+            api_rate_limit: Some(RateLimit {
+                limit: NonZeroU32::new(1000).expect("1000 is not zero"),
+                period: Duration::from_secs(15 * 60),
+            }),
+            deploy_rate_limit: Some(RateLimit {
+                limit: NonZeroU32::new(10).expect("10 is not zero"),
+                period: Duration::from_secs(3600),
+            }),
             deploy_duration: Duration::from_secs(2),
             seed_blueprints: 1200,
         }
@@ -185,6 +233,12 @@ impl Config {
         } else if let Some(value) = get("SQLITE_PATH") {
             config.database = DatabaseConfig::Sqlite { path: PathBuf::from(value) };
         }
+        if let Some(value) = get("PGBOUNCER_ADMIN_URL") {
+            value
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| ConfigError::new("PGBOUNCER_ADMIN_URL", &redact(&value), e))?;
+            config.pgbouncer_admin_url = Some(value);
+        }
         if let Some(value) = get("DB_POOL_SIZE") {
             config.db_pool_size = parse_pool_size("DB_POOL_SIZE", &value)?;
         }
@@ -234,6 +288,12 @@ impl Config {
                 return Err(ConfigError::new("ADMIN_TOKEN", "<redacted>", "must be at least 16 characters"));
             }
             config.admin_token = Some(value);
+        }
+        if let Some(value) = get("API_RATE_LIMIT") {
+            config.api_rate_limit = RateLimit::parse("API_RATE_LIMIT", &value)?;
+        }
+        if let Some(value) = get("DEPLOY_RATE_LIMIT") {
+            config.deploy_rate_limit = RateLimit::parse("DEPLOY_RATE_LIMIT", &value)?;
         }
         if let Some(value) = get("DEPLOY_DURATION") {
             config.deploy_duration = parse_duration("DEPLOY_DURATION", &value)?;
@@ -316,6 +376,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x@y/z"),
             ("DATABASE_URL", "postgres://u:p@h:notaport/db"),
             ("DB_POOL_SIZE", "0"),
+            ("PGBOUNCER_ADMIN_URL", "postgres://x@h:port/pgbouncer"),
             ("DB_POOL_SIZE", "many"),
             ("DB_POOL_TIMEOUT", "soon"),
             ("REDIS_URL", "http://localhost"),
@@ -325,6 +386,10 @@ mod tests {
             ("ADMIN_TOKEN", "short"),
             ("DEPLOY_DURATION", "2 parsecs"),
             ("SEED_BLUEPRINTS", "lots"),
+            ("API_RATE_LIMIT", "1000"),
+            ("API_RATE_LIMIT", "0/15m"),
+            ("DEPLOY_RATE_LIMIT", "10/fortnight"),
+            ("DEPLOY_RATE_LIMIT", "10/100ms"),
         ] {
             let err = with(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable(), variable, "{err}");
@@ -348,6 +413,8 @@ mod tests {
             ("DB_POOL_SIZE", "25"),
             ("DB_POOL_TIMEOUT", "750ms"),
             ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("API_RATE_LIMIT", "off"),
+            ("DEPLOY_RATE_LIMIT", "3/10m"),
         ])
         .unwrap();
         assert!(matches!(config.database, DatabaseConfig::Postgres { .. }));
@@ -358,5 +425,10 @@ mod tests {
             Some(RedisConfig::Cluster { urls: vec!["redis://127.0.0.1:7000".into(), "redis://127.0.0.1:7001".into()] })
         );
         assert_eq!(config.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(config.api_rate_limit, None);
+        assert_eq!(
+            config.deploy_rate_limit,
+            Some(RateLimit { limit: NonZeroU32::new(3).unwrap(), period: Duration::from_secs(600) })
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
+use crate::response_cache::{ResponseCache, tags};
 use crate::store::{Deploy, DeployStatus, Store};
 
 /// Jobs run at once per instance.
@@ -31,12 +32,12 @@ pub(crate) struct DeployQueue {
 
 impl DeployQueue {
     /// Starts the worker on the current runtime.
-    pub(crate) fn start(store: Arc<dyn Store>, duration: Duration) -> Self {
+    pub(crate) fn start(store: Arc<dyn Store>, cache: ResponseCache, duration: Duration) -> Self {
         let (events, _) = broadcast::channel(256);
         let (stop, stopped) = watch::channel(false);
         let queue =
             Self { wake: Arc::new(Notify::new()), events, stop, slots: Arc::new(Semaphore::new(CONCURRENCY as usize)) };
-        tokio::spawn(queue.clone().run(store, duration, stopped));
+        tokio::spawn(queue.clone().run(store, cache, duration, stopped));
         queue
     }
 
@@ -56,7 +57,13 @@ impl DeployQueue {
         let _ = self.slots.acquire_many(CONCURRENCY).await;
     }
 
-    async fn run(self, store: Arc<dyn Store>, duration: Duration, mut stopped: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        store: Arc<dyn Store>,
+        cache: ResponseCache,
+        duration: Duration,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let now = crate::unix_now();
         match store.fail_stale_deploys(now - STALE_AFTER.as_secs() as i64, now).await {
             Ok(0) => {}
@@ -73,9 +80,9 @@ impl DeployQueue {
                 match store.claim_deploy(crate::unix_now()).await {
                     Ok(Some(job)) => {
                         let _ = self.events.send(job.clone());
-                        let (store, events) = (store.clone(), self.events.clone());
+                        let (store, cache, events) = (store.clone(), cache.clone(), self.events.clone());
                         tokio::spawn(async move {
-                            run_job(&*store, &events, job, duration).await;
+                            run_job(&*store, &cache, &events, job, duration).await;
                             drop(permit);
                         });
                     }
@@ -95,13 +102,21 @@ impl DeployQueue {
     }
 }
 
-async fn run_job(store: &dyn Store, events: &broadcast::Sender<Deploy>, job: Deploy, duration: Duration) {
+async fn run_job(
+    store: &dyn Store,
+    cache: &ResponseCache,
+    events: &broadcast::Sender<Deploy>,
+    job: Deploy,
+    duration: Duration,
+) {
     tracing::info!(job = job.id, project = job.project_id, environment = %job.environment, "deploy started");
     tokio::time::sleep(duration).await;
     let message = format!("deployed to {} in {}", job.environment, humantime::format_duration(duration));
     match store.finish_deploy(job.id, DeployStatus::Succeeded, message, crate::unix_now()).await {
         Ok(done) => {
             tracing::info!(job = done.id, "deploy succeeded");
+            // The stats summary counts deploys by status.
+            cache.invalidate(&[tags::STATS.to_owned()]).await;
             let _ = events.send(done);
         }
         Err(err) => tracing::error!(job = job.id, error = %err, "could not record the end of a deploy"),

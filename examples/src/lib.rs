@@ -23,17 +23,18 @@ mod api;
 mod config;
 mod deploy;
 mod redis_probe;
+mod response_cache;
 mod secret;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 
 pub use crate::api::auth::Authenticated;
 pub use crate::api::problem::{FieldError, Problem};
-pub use crate::config::{Config, ConfigError, DatabaseConfig, HELP, RedisConfig};
+pub use crate::config::{Config, ConfigError, DatabaseConfig, HELP, RateLimit, RedisConfig};
 pub use crate::store::StartError;
 use crate::store::{Deploy, PostgresStore, SqliteStore, Store};
 
@@ -54,14 +55,30 @@ impl App {
     /// When the database cannot be reached or prepared, or Redis is
     /// configured with a URL the client refuses.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let pools = brisk_pool_metrics::PoolMetrics::new();
+        pools.register(&mut registry);
+        let db_pool = pools.pool("primary");
         let store: Arc<dyn Store> = match &config.database {
             DatabaseConfig::Sqlite { path } => Arc::new(
-                SqliteStore::open(path, config.db_pool_size.get(), config.db_pool_timeout, config.seed_blueprints)
-                    .await?,
+                SqliteStore::open(
+                    path,
+                    config.db_pool_size.get(),
+                    config.db_pool_timeout,
+                    config.seed_blueprints,
+                    &db_pool,
+                )
+                .await?,
             ),
             DatabaseConfig::Postgres { url } => Arc::new(
-                PostgresStore::connect(url, config.db_pool_size.get(), config.db_pool_timeout, config.seed_blueprints)
-                    .await?,
+                PostgresStore::connect(
+                    url,
+                    config.db_pool_size.get(),
+                    config.db_pool_timeout,
+                    config.seed_blueprints,
+                    &db_pool,
+                )
+                .await?,
             ),
         };
         let users = store.user_tokens().await.map_err(|e| StartError::new("loading the users' tokens", e))?;
@@ -79,12 +96,109 @@ impl App {
             .map(redis_probe::RedisProbe::new)
             .transpose()
             .map_err(|e| StartError::new("configuring the Redis client", e))?;
-        let deploys = deploy::DeployQueue::start(store.clone(), config.deploy_duration);
-        let state = api::AppState::new(store, tokens, deploys, redis);
+
+        // The response cache: L1 in process; L2, the bus and cross-instance
+        // invalidation on Redis when configured.
+        let mut cache = brisk_cache::TieredCache::builder().prefix("blueprint-api").l1_max_bytes(64 * 1024 * 1024);
+        match &config.redis {
+            Some(RedisConfig::Single { url }) => {
+                cache = cache.redis_url(url).map_err(|e| StartError::new("REDIS_URL", e))?;
+            }
+            Some(RedisConfig::Cluster { urls }) => cache = cache.redis_cluster(urls.iter().map(String::as_str)),
+            None => {}
+        }
+        let cache = cache.build().map_err(|e| StartError::new("building the response cache", e))?;
+        if config.redis.is_some()
+            && tokio::time::timeout(Duration::from_secs(5), cache.wait_until_ready()).await.is_err()
+        {
+            tracing::warn!("the cache's invalidation bus is not subscribed yet; serving from Redis until it is");
+        }
+        cache.register(&mut registry);
+        let cache = response_cache::ResponseCache::new(cache);
+
+        // Rate limits: in memory, or shared on Redis.
+        let limiter_store = match &config.redis {
+            None => None,
+            Some(redis_config) => {
+                let builder = brisk_ratelimit::store::RedisStore::builder();
+                let store = match redis_config {
+                    RedisConfig::Single { url } => {
+                        let client = redis::Client::open(url.as_str()).map_err(|e| StartError::new("REDIS_URL", e))?;
+                        builder.connect(client).await
+                    }
+                    RedisConfig::Cluster { urls } => {
+                        let client = redis::cluster::ClusterClient::new(urls.clone())
+                            .map_err(|e| StartError::new("REDIS_CLUSTER_URLS", e))?;
+                        builder.connect_cluster(client).await
+                    }
+                };
+                match store {
+                    Ok(store) => Some(store),
+                    // Redis down at start must not keep the API down: each
+                    // instance limits on its own until it restarts with Redis.
+                    Err(err) => {
+                        tracing::error!(error = %err, "rate limits cannot reach Redis; limiting in memory on this instance");
+                        None
+                    }
+                }
+            }
+        };
+        let limit = |prefix: &str, name: &str, rate: Option<RateLimit>| -> Result<_, StartError> {
+            rate.map(|rate| api::limits::limiter(prefix, name, rate, limiter_store.clone()))
+                .transpose()
+                .map_err(|e| StartError::new(format!("building the {name} rate limiter"), e))
+        };
+        let limits = api::limits::Limits {
+            api: limit("blueprint-api:rl:api:", "api", config.api_rate_limit)?,
+            deploy: limit("blueprint-api:rl:deploy:", "deploy", config.deploy_rate_limit)?,
+        };
+        // One limiter's metrics: brisk-ratelimit registers the same metric
+        // families for each limiter, and two of them in one registry would
+        // repeat a family, which OpenMetrics forbids. The API limiter sees
+        // every request; 429s of both are on the dashboard.
+        if let Some(limiter) = limits.api.as_ref().or(limits.deploy.as_ref()) {
+            limiter.register(&mut registry);
+        }
+
+        // Budgets: per-route latency, payload, queries and cache use.
+        let budgets = match &config.budgets_file {
+            Some(path) => brisk_budget::Budgets::from_path(path)
+                .map_err(|e| StartError::new(format!("reading BUDGETS_FILE {}", path.display()), e))?,
+            None => brisk_budget::Budgets::new(),
+        };
+        let budget = brisk_budget::BudgetLayer::builder(budgets).warm_up(10).build();
+        budget.register(&mut registry);
+
+        let pgbouncer = match &config.pgbouncer_admin_url {
+            Some(url) => {
+                let collector = brisk_pool_metrics::pgbouncer::PgBouncerCollector::from_url(url)
+                    .map_err(|e| StartError::new("PGBOUNCER_ADMIN_URL", e))?;
+                collector.register(&mut registry);
+                Some(collector)
+            }
+            None => None,
+        };
+
+        let deploys = deploy::DeployQueue::start(store.clone(), cache.clone(), config.deploy_duration);
+        let state = api::AppState::new(api::Parts {
+            store,
+            tokens,
+            deploys,
+            redis,
+            cache,
+            budget,
+            metrics: Arc::new(registry),
+            pgbouncer,
+            limits,
+            admin_token: admin_token.clone(),
+        });
         Ok(Self { state, demo_token, admin_token })
     }
 
-    /// The service's router, ready for `axum::serve`.
+    /// The service's router, ready for `axum::serve`. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so the API rate
+    /// limit can count per client IP; without the peer address requests pass
+    /// that limit.
     pub fn router(&self) -> Router {
         api::router(self.state.clone())
     }

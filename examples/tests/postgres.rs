@@ -137,9 +137,10 @@ async fn the_service_rides_out_a_database_restart_and_reports_a_crash() {
     // A restart (fast shutdown) breaks every pooled connection. They are
     // discarded as they are met; meanwhile a read says 503 (try again), never 500.
     pg.restart().await.expect("restart PostgreSQL");
+    // Reads of rows not yet cached, so each one goes to the database.
     let mut read_ok = false;
-    for _ in 0..50 {
-        let read = client.get("/api/blueprints/1").await;
+    for id in 100..150 {
+        let read = client.get(&format!("/api/blueprints/{id}")).await;
         if read.status == 200 {
             read_ok = true;
             break;
@@ -164,7 +165,7 @@ async fn the_service_rides_out_a_database_restart_and_reports_a_crash() {
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["database"]["status"], "down");
     assert!(body["checks"]["database"]["error"].is_string());
-    let read = client.get("/api/blueprints/1").await;
+    let read = client.get("/api/blueprints/500").await;
     read.problem(503);
     assert_eq!(read.header("retry-after"), Some("1"));
 
@@ -177,4 +178,84 @@ async fn the_service_rides_out_a_database_restart_and_reports_a_crash() {
         }
     }
     assert!(recovered, "readiness recovers once the database is back");
+}
+
+/// Waits (bounded) until instance `client` has received more cache bus
+/// messages than `before`.
+async fn bus_messages(client: &Client) -> u64 {
+    client.get("/cache/stats").await.json()["bus_messages"].as_u64().expect("bus_messages")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_cache_invalidation_and_deploy_limits_through_redis() {
+    let pg = require!(brisk_testkit::postgres().await);
+    let bouncer = require!(brisk_testkit::pgbouncer(&pg).await);
+    let redis = require!(brisk_testkit::redis().await);
+    let url = bouncer.url();
+    let admin_url = bouncer.admin_url();
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("PGBOUNCER_ADMIN_URL", admin_url.as_str()),
+        ("REDIS_URL", redis.url()),
+        ("DB_POOL_SIZE", "5"),
+        ("DEPLOY_DURATION", "0s"),
+    ];
+    let a = blueprint::App::start(config(&vars)).await.expect("instance a starts");
+    let b = blueprint::App::start(config(&vars)).await.expect("instance b starts");
+    let (ca, cb) = (Client { router: a.router() }, Client { router: b.router() });
+
+    let ready = cb.get("/health/ready").await;
+    assert_eq!(ready.status, 200, "{}", String::from_utf8_lossy(&ready.body));
+    assert_eq!(ready.json()["checks"]["redis"]["status"], "up");
+
+    // B caches blueprint 7; A's write reaches B's cache through Redis.
+    assert_eq!(cb.get("/api/blueprints/7").await.header("x-cache"), Some("MISS"));
+    assert_eq!(cb.get("/api/blueprints/7").await.header("x-cache"), Some("HIT"));
+    // A reads it from the shared tier (L2) without touching the database.
+    assert_eq!(ca.get("/api/blueprints/7").await.header("x-cache"), Some("HIT"));
+    let owner = cb.get("/api/blueprints/7").await.json()["owner_id"].as_i64().unwrap();
+    let token = a.token_of(owner).unwrap();
+    let before = bus_messages(&cb).await;
+    let put = ca
+        .call(Method::PUT, "/api/blueprints/7", Some(&token), Some(r#"{"name":"Renamed on A","category":"web"}"#))
+        .await;
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while bus_messages(&cb).await <= before {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("B hears A's invalidation on the bus");
+    let after = cb.get("/api/blueprints/7").await;
+    assert_eq!(after.header("x-cache"), Some("MISS"));
+    assert_eq!(after.json()["name"], "Renamed on A");
+
+    // The deploy limit is shared: 10 per hour per user across both instances.
+    let project = ca
+        .call(
+            Method::POST,
+            "/api/projects",
+            Some(&token),
+            Some(r#"{"name":"shared-limit","blueprint_id":7,"region":"eu-west-1"}"#),
+        )
+        .await;
+    assert_eq!(project.status, 201, "{}", String::from_utf8_lossy(&project.body));
+    let body = json!({ "project_id": project.json()["id"] }).to_string();
+    for n in 1..=10 {
+        let client = if n % 2 == 0 { &ca } else { &cb };
+        let reply = client.call(Method::POST, "/api/deploy", Some(&token), Some(&body)).await;
+        assert_eq!(reply.status, 202, "deploy {n}: {}", String::from_utf8_lossy(&reply.body));
+    }
+    let refused = ca.call(Method::POST, "/api/deploy", Some(&token), Some(&body)).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some());
+
+    // /metrics: the pool's gauges and PgBouncer's own view.
+    let metrics = String::from_utf8(ca.get("/metrics").await.body).unwrap();
+    for line in ["pgbouncer_up 1", "pgbouncer_pools_client_active_connections", "db_client_connection_count"] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

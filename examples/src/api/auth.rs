@@ -91,6 +91,10 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already checked by a layer (the deploy route's, before its rate limit).
+        if let Some(user) = parts.extensions.get::<Authenticated>() {
+            return Ok(user.clone());
+        }
         let token = bearer(parts)?;
         state.tokens().verify(token).ok_or_else(|| unauthorized(Some("invalid_token"), "the bearer token is not valid"))
     }

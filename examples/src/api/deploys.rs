@@ -20,6 +20,7 @@ pub(super) async fn create(
     let input = body.validate()?;
     let deploy = state.store().create_deploy(user.user_id, input, crate::unix_now()).await?;
     state.deploys().wake();
+    state.cache().invalidate(&[crate::response_cache::tags::STATS.to_owned()]).await;
     let location = HeaderValue::from_str(&format!("/api/deploy/{}", deploy.id)).expect("ASCII path");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(views::deploy(&deploy))).into_response())
 }

@@ -111,6 +111,7 @@ impl PostgresStore {
         pool_size: usize,
         wait_timeout: Duration,
         seed_blueprints: usize,
+        metrics: &brisk_pool_metrics::PoolRecorder,
     ) -> Result<Self, StartError> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| StartError::new("DATABASE_URL", e))?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -120,8 +121,10 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .runtime(Runtime::Tokio1)
+            .post_create(metrics.post_create_hook())
             .build()
             .map_err(|e| StartError::new("building the PostgreSQL pool", e))?;
+        metrics.watch(&pool);
         let store = Self { pool };
         store
             .migrate_and_seed(seed_blueprints, super::super::unix_now())
@@ -246,9 +249,16 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// A pooled connection for one unit of work, counted against the
+    /// request's `db_queries` budget.
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        brisk_budget::record(brisk_budget::DB_QUERIES, 1);
+        Ok(self.pool.get().await?)
+    }
+
     /// One statement outside an explicit transaction (one round trip, unnamed statement).
     async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         Ok(client.query_typed(sql, params).await?)
     }
 }
@@ -420,7 +430,7 @@ impl Store for PostgresStore {
     fn update_blueprint(&self, id: i64, owner: i64, input: BlueprintInput, now: i64) -> StoreFuture<'_, Blueprint> {
         Box::pin(async move {
             let tags = tags_json(&input.tags);
-            let mut client = self.pool.get().await?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let rows = tx
                 .query_typed(
@@ -453,7 +463,7 @@ impl Store for PostgresStore {
 
     fn delete_blueprint(&self, id: i64, owner: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let mut client = self.pool.get().await?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             // Locks the row so no project can start using it before the delete.
             let rows = tx
@@ -503,7 +513,7 @@ impl Store for PostgresStore {
 
     fn create_project(&self, owner: i64, input: NewProject, now: i64) -> StoreFuture<'_, Project> {
         Box::pin(async move {
-            let mut client = self.pool.get().await?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             // FOR SHARE: the blueprint cannot be deleted under the new project.
             let exists = tx
@@ -539,7 +549,7 @@ impl Store for PostgresStore {
 
     fn update_project(&self, id: i64, owner: i64, patch: ProjectPatch, now: i64) -> StoreFuture<'_, Project> {
         Box::pin(async move {
-            let mut client = self.pool.get().await?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let rows = tx
                 .query_typed(
@@ -600,7 +610,7 @@ impl Store for PostgresStore {
 
     fn create_deploy(&self, user: i64, input: NewDeploy, now: i64) -> StoreFuture<'_, Deploy> {
         Box::pin(async move {
-            let mut client = self.pool.get().await?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let rows = tx
                 .query_typed(

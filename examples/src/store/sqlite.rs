@@ -84,6 +84,7 @@ impl SqliteStore {
         pool_size: usize,
         wait_timeout: Duration,
         seed_blueprints: usize,
+        metrics: &brisk_pool_metrics::PoolRecorder,
     ) -> Result<Self, StartError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -110,8 +111,10 @@ impl SqliteStore {
                         .map_err(|e| HookError::message(e.to_string()))
                 })
             }))
+            .post_create(metrics.post_create_hook())
             .build()
             .map_err(|e| StartError::new("building the SQLite pool", e))?;
+        metrics.watch(&pool);
         let store = Self { pool };
         let now = super::super::unix_now();
         store
@@ -126,6 +129,8 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        // One unit of work, counted against the request's `db_queries` budget.
+        brisk_budget::record(brisk_budget::DB_QUERIES, 1);
         let conn = self.pool.get().await.map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         conn.interact(work).await.map_err(|e| StoreError::Database(e.to_string().into()))?
     }
