@@ -537,7 +537,6 @@ impl Inner {
 
     pub(crate) async fn apply_remote(&self, event: crate::bus::Event) {
         use crate::bus::Event;
-        bump(&self.counters.bus_messages);
         match event {
             Event::Key(key) => {
                 self.flights.fence(&key);
@@ -561,6 +560,8 @@ impl Inner {
                 Err(_) => self.flush_local("an unreadable pattern invalidation"),
             },
         }
+        // Counted once applied: whoever reads the counter sees the effect.
+        bump(&self.counters.bus_messages);
     }
 
     /// Takes the distributed fill lease, or waits for the instance that has
