@@ -178,7 +178,8 @@ impl<C: Codec> TieredCache<C> {
         }
     }
 
-    /// Stores bytes under `key`. Values over the size cap are not stored
+    /// Stores bytes under `key`, and evicts the key from every other
+    /// instance's L1 (a bus message). Values over the size cap are not stored
     /// (and any older value is deleted); a Redis fault leaves it in L1 only,
     /// or nowhere.
     pub async fn set_bytes(&self, key: &str, value: Bytes, options: &EntryOptions) {
@@ -191,6 +192,9 @@ impl<C: Codec> TieredCache<C> {
         let now = inner.now();
         let env = Arc::new(inner.envelope(now, options.ttl, inner.grace(options), stamps, value));
         inner.write(key, &env, now, None).await;
+        // Other instances may hold the previous value in L1.
+        #[cfg(feature = "redis")]
+        inner.publish(crate::bus::Event::Key(key.to_owned())).await;
     }
 
     /// The bytes under `key`, or the loader's. The loader decides with

@@ -39,6 +39,7 @@ suite_test!(garbage_in_l2_is_a_miss_deleted_and_counted);
 suite_test!(lease_runs_the_loader_once_across_four_caches);
 suite_test!(a_fill_in_flight_during_a_remote_invalidation_is_fenced);
 suite_test!(invalidations_reach_the_other_l1_within_100ms);
+suite_test!(a_set_replaces_the_value_in_every_l1);
 suite_test!(losing_the_bus_flushes_l1);
 suite_test!(pattern_invalidation_is_o1_and_cleanup_removes_only_matches);
 suite_test!(clear_empties_every_instance);

@@ -263,6 +263,18 @@ pub async fn invalidations_reach_the_other_l1_within_100ms(b: &Backend) {
     assert_eq!(c.stats().bus_flushes, 0, "no message was missed");
 }
 
+pub async fn a_set_replaces_the_value_in_every_l1(b: &Backend) {
+    let p = prefix();
+    let (a, c) = (b.cache(&p).await, b.cache(&p).await);
+    a.set("k", &1u8, MIN).await.unwrap();
+    assert_eq!(c.get::<u8>("k").await, Some(1));
+    assert_eq!(c.get_bytes("k").await.unwrap().tier(), Tier::L1);
+    let seen = c.stats().bus_messages;
+    a.set("k", &2u8, MIN).await.unwrap();
+    eventually(&c, Duration::from_millis(100), |s| s.bus_messages > seen).await;
+    assert_eq!(c.get::<u8>("k").await, Some(2));
+}
+
 pub async fn losing_the_bus_flushes_l1(b: &Backend) {
     let p = prefix();
     let cache = b.cache(&p).await;
