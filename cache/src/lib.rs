@@ -86,7 +86,8 @@
 //! namespace or a matching pattern moved while it loaded, or the key was
 //! deleted or set, the value is returned to its callers but not stored.
 //!
-//! **The bus.** Every invalidation is published on a Redis pub/sub channel
+//! **The bus.** Every invalidation (and every `set`, which replaces a value
+//! other instances may hold in L1) is published on a Redis pub/sub channel
 //! with the sender's id and a per-sender sequence number; every instance
 //! evicts matching L1 entries. On a disconnect, a failed ping, or a gap in a
 //! sender's sequence, an instance flushes its L1, forgets the generations it
