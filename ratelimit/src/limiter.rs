@@ -102,6 +102,9 @@ impl RateLimiter {
 
     /// The policies applied to `key` (its override, or the defaults).
     pub fn policies_for(&self, key: &str) -> &[Policy] {
+        if self.inner.overrides.is_empty() {
+            return &self.inner.policies;
+        }
         self.inner.overrides.get(key).unwrap_or(&self.inner.policies)
     }
 

@@ -191,3 +191,45 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
     assert!(d.is_allowed());
     assert_eq!(d.remaining(), 2, "unreadable state counts as fresh, never an error");
 }
+
+/// Random request sequences (costs, peeks, refunds) at one instant: the Lua
+/// script and the in-memory store give the same answers, for every algorithm.
+#[test]
+fn lua_agrees_with_memory_on_random_sequences() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis = match rt.block_on(brisk_testkit::redis()) {
+        Ok(redis) => redis,
+        Err(err) => return brisk_testkit::skip_or_fail(&err),
+    };
+    let config = ProptestConfig { cases: 48, ..ProptestConfig::default() };
+    proptest!(config, |(
+        ops in proptest::collection::vec((0u8..3, 1u32..6), 1..25),
+        limits in (1u32..12, 1u32..12, 1u32..12),
+    )| {
+        rt.block_on(async {
+            let prefix = brisk_testkit::unique_name("rl:prop:");
+            let policies = vec![
+                Policy::new("gcra", Quota::per_hour(nz(limits.0 * 3)).with_burst(nz(limits.0))),
+                Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
+                Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
+            ];
+            let on_redis = build(&prefix, Some(store(&redis).await), policies.clone());
+            let in_memory = build(&prefix, None, policies);
+            for (op, cost) in ops {
+                let (a, b) = match op {
+                    0 => (on_redis.check_n("k", nz(cost)).await, in_memory.check_n("k", nz(cost)).await),
+                    1 => (on_redis.peek("k", nz(cost)).await, in_memory.peek("k", nz(cost)).await),
+                    _ => (on_redis.refund("k", nz(cost)).await, in_memory.refund("k", nz(cost)).await),
+                };
+                let (a, b) = (a.unwrap(), b.unwrap());
+                prop_assert_eq!(a.is_allowed(), b.is_allowed());
+                for (x, y) in a.policies().iter().zip(b.policies()) {
+                    prop_assert_eq!((x.is_allowed(), x.remaining()), (y.is_allowed(), y.remaining()), "{}", x.name());
+                    prop_assert_eq!(x.retry_after().is_some(), y.retry_after().is_some());
+                }
+            }
+            Ok(())
+        })?;
+    });
+}
