@@ -142,7 +142,7 @@ mod disabled {
     use std::sync::Arc;
 
     #[derive(Debug, Default)]
-    pub(crate) struct Metrics;
+    pub(crate) struct Metrics(());
 
     impl Metrics {
         #[inline]
