@@ -71,3 +71,62 @@ pub use body::RateLimitBody;
 pub use future::ResponseFuture;
 pub use layer::{HeaderStyle, MissingKey, RateLimitLayer, RequestCost, UnitCost};
 pub use service::RateLimit;
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::num::NonZeroU32;
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::{Policy, Quota, RateLimiter};
+
+    async fn echo(_: Request<()>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+    }
+
+    /// A plain tower/hyper stack: the peer address is a `SocketAddr` extension.
+    #[tokio::test]
+    async fn plain_tower_service_with_socket_addr_extension() {
+        let limiter = RateLimiter::builder("rl:unit:")
+            .policy(Policy::new("p", Quota::per_minute(NonZeroU32::MIN)))
+            .clock(FakeClock::new())
+            .build()
+            .unwrap();
+        let svc = ServiceBuilder::new().layer(RateLimitLayer::new(limiter)).service_fn(echo);
+        let request = || {
+            let mut r = Request::new(());
+            r.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 9], 1234)));
+            r
+        };
+        let ok = svc.clone().oneshot(request()).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()["ratelimit"], r#""p";r=0;t=60"#);
+        assert_eq!(ok.into_body().collect().await.unwrap().to_bytes(), "hello");
+        let refused = svc.clone().oneshot(request()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "60");
+        let body = refused.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["violated-policies"], serde_json::json!(["p"]));
+        // Without any peer address, the default refuses loudly rather than not limiting.
+        let missing = ServiceBuilder::new()
+            .layer(RateLimitLayer::new(
+                RateLimiter::builder("rl:unit2:")
+                    .policy(Policy::new("p", Quota::per_minute(NonZeroU32::MIN)))
+                    .build()
+                    .unwrap(),
+            ))
+            .service(service_fn(echo))
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
