@@ -298,10 +298,11 @@ impl<C: Codec> TieredCache<C> {
                     inner.gens.apply_tombstone(crate::gens::Tombstone { pattern: p.clone(), epoch, expires_ms }, now);
                     inner.publish(crate::bus::Event::Pattern { pattern: pattern.to_owned(), epoch, expires_ms }).await;
                     let cache = self.clone();
-                    let owned = pattern.to_owned();
+                    let owned = p.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = cache.remove_matching(&owned).await {
-                            tracing::warn!(pattern = owned, error = %e, "brisk-cache: clean-up stopped");
+                        let outdated = move |env: &crate::envelope::Envelope| env.stamps().pattern_epoch < epoch;
+                        if let Err(e) = cache.cleanup(&owned, Some(&outdated)).await {
+                            tracing::warn!(pattern = owned.as_str(), error = %e, "brisk-cache: clean-up stopped");
                         }
                     });
                 }
@@ -339,7 +340,9 @@ impl<C: Codec> TieredCache<C> {
                     inner.publish(crate::bus::Event::Namespace(g)).await;
                     let cache = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = cache.remove_matching("*").await {
+                        let outdated = move |env: &crate::envelope::Envelope| env.stamps().namespace < g;
+                        let everything = KeyPattern::new("*").expect("`*` is a valid pattern");
+                        if let Err(e) = cache.cleanup(&everything, Some(&outdated)).await {
                             tracing::warn!(error = %e, "brisk-cache: clean-up after clear stopped");
                         }
                     });
@@ -364,7 +367,9 @@ impl<C: Codec> TieredCache<C> {
     /// number of keys removed (0 without Redis).
     ///
     /// This is the physical clean-up; [`invalidate_pattern`](Self::invalidate_pattern)
-    /// is what makes the entries misses, and starts this in the background.
+    /// is what makes the entries misses, and starts a clean-up in the
+    /// background that removes only the entries written before it (values
+    /// are read with `MGET` per batch), so fresh writes survive it.
     ///
     /// # Errors
     ///
@@ -372,16 +377,27 @@ impl<C: Codec> TieredCache<C> {
     /// failed part-way (what was removed stays removed).
     pub async fn remove_matching(&self, pattern: &str) -> Result<u64, Error> {
         let p = KeyPattern::new(pattern)?;
+        self.cleanup(&p, None).await
+    }
+
+    /// `SCAN` + `UNLINK` of the keys matching `pattern` (and, with
+    /// `outdated`, only those whose envelope it selects, or that are not
+    /// envelopes at all).
+    async fn cleanup(
+        &self,
+        pattern: &KeyPattern,
+        outdated: Option<&(dyn Fn(&crate::envelope::Envelope) -> bool + Send + Sync)>,
+    ) -> Result<u64, Error> {
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.inner.l2 {
-            let scan = p.redis_scan_pattern(&format!("{}:", l2.keys.prefix()));
-            let filter = move |k: &str| p.matches(k);
+            let scan = pattern.redis_scan_pattern(&format!("{}:", l2.keys.prefix()));
+            let filter = |k: &str| pattern.matches(k);
             return l2
-                .cleanup(&self.inner.counters, &scan, &filter)
+                .cleanup(&self.inner.counters, &scan, &filter, outdated)
                 .await
                 .map_err(|e| Error::Unavailable(e.to_string()));
         }
-        let _ = p;
+        let _ = (pattern, outdated);
         Ok(0)
     }
 

@@ -12,6 +12,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 
 use crate::breaker::Breaker;
+use crate::envelope::Envelope;
 use crate::gens::Tombstone;
 use crate::pattern::KeyPattern;
 use crate::stats::{Counters, bump};
@@ -434,6 +435,7 @@ impl L2 {
         c: &Counters,
         scan_pattern: &str,
         filter: &(dyn Fn(&str) -> bool + Send + Sync),
+        outdated: Option<&(dyn Fn(&Envelope) -> bool + Send + Sync)>,
     ) -> RedisResult<u64> {
         let conn = tokio::time::timeout(self.timeout, self.conn()).await.map_err(timeout_error)??;
         let nodes: Vec<Option<(String, u16)>> = match &conn {
@@ -465,7 +467,27 @@ impl L2 {
                             .map_err(timeout_error)??
                     }
                 };
-                let batch: Vec<&String> = keys.iter().filter(|k| self.keys.user_key(k).is_some_and(filter)).collect();
+                let mut batch: Vec<&String> =
+                    keys.iter().filter(|k| self.keys.user_key(k).is_some_and(filter)).collect();
+                if let Some(outdated) = outdated
+                    && !batch.is_empty()
+                {
+                    // Only entries written before the invalidation go: a
+                    // value written since is current and stays.
+                    let mut conn = conn.clone();
+                    let values: Vec<Option<Bytes>> =
+                        tokio::time::timeout(self.timeout, redis::cmd("MGET").arg(&batch).query_async(&mut conn))
+                            .await
+                            .map_err(timeout_error)??;
+                    batch = batch
+                        .into_iter()
+                        .zip(values)
+                        .filter_map(|(k, v)| match Envelope::decode(v?) {
+                            Ok(env) => outdated(&env).then_some(k),
+                            Err(_) => Some(k),
+                        })
+                        .collect();
+                }
                 if !batch.is_empty() {
                     let mut conn = conn.clone();
                     let n: u64 =

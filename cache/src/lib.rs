@@ -78,8 +78,9 @@
 //! twice the L2 TTL cap. The matching keys are removed physically in the
 //! background with `SCAN … COUNT` and `UNLINK` in batches
 //! ([`remove_matching`](TieredCache::remove_matching)); `KEYS` is never sent.
-//! A key written after the invalidation that matches may be removed by a
-//! clean-up still running: an extra miss, never a stale read.
+//! The background clean-ups after `invalidate_pattern` and `clear` read
+//! each batch (`MGET`) and remove only entries written before the
+//! invalidation, so values written since survive them.
 //!
 //! **Fencing.** A fill records the stamps current when its load started. Before
 //! writing back, it re-reads the generations from Redis; if a tag, the

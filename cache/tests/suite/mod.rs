@@ -300,6 +300,8 @@ pub async fn pattern_invalidation_is_o1_and_cleanup_removes_only_matches(b: &Bac
     }
     b.reset_stats().await;
     cache.invalidate_pattern("cache:*/blueprints/*").await.unwrap();
+    // Written after the invalidation: current, and the clean-up leaves it.
+    cache.set("cache:GET/api/blueprints/new", &1000, MIN).await.unwrap();
     // Wait for the background clean-up, then check what it sent and removed.
     eventually(&cache, Duration::from_secs(10), |s| s.cleanup_deleted == 300).await;
     let mut raw = b.raw().await;
@@ -307,6 +309,7 @@ pub async fn pattern_invalidation_is_o1_and_cleanup_removes_only_matches(b: &Bac
     assert!(raw.exists(&format!("{p}:cache:GET/api/projects/7")).await);
     assert_eq!(cache.get::<i32>("cache:GET/api/blueprints/7").await, None);
     assert_eq!(cache.get::<i32>("cache:GET/api/projects/7").await, Some(7));
+    assert_eq!(cache.get::<i32>("cache:GET/api/blueprints/new").await, Some(1000));
     assert_eq!(cache.remove_matching("cache:*/projects/1*").await.unwrap(), 111);
 }
 
