@@ -183,13 +183,15 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
     assert_eq!(l.check("k").await.unwrap().remaining(), 2);
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut con).await.unwrap();
     assert_eq!(l.check("k").await.unwrap().remaining(), 1);
-    for key in ["g", "w"] {
-        let _: () =
-            redis::cmd("SET").arg(format!("{prefix}{{k}}:{key}")).arg("garbage").query_async(&mut con).await.unwrap();
+    for garbage in ["garbage", "inf", "nan", "1e300", "-5", "99999999999999999999", "1 2", ""] {
+        for key in ["g", "w"] {
+            let _: () =
+                redis::cmd("SET").arg(format!("{prefix}{{k}}:{key}")).arg(garbage).query_async(&mut con).await.unwrap();
+        }
+        let d = l.check("k").await.unwrap();
+        assert!(d.is_allowed(), "{garbage:?}");
+        assert_eq!(d.remaining(), 2, "unreadable state {garbage:?} counts as fresh, never an error");
     }
-    let d = l.check("k").await.unwrap();
-    assert!(d.is_allowed());
-    assert_eq!(d.remaining(), 2, "unreadable state counts as fresh, never an error");
 }
 
 /// Random request sequences (costs, peeks, refunds) at one instant: the Lua

@@ -35,6 +35,8 @@ local function read(key, algo)
   local raw = redis.call('GET', key)
   if not raw then return nil end
   if algo == 1 then
+    -- Digits only: tonumber would also take 'inf', 'nan' and exponents.
+    if not string.match(raw, '^%d+$') or #raw > 16 then return nil end
     return tonumber(raw)
   end
   local i, c, p = string.match(raw, '^(%d+) (%d+) (%d+)$')
