@@ -221,6 +221,37 @@ fn cleanup_report() {
         .await;
         eprintln!("cache bench: SCAN+UNLINK clean-up of {n} keys: {took:?}, slowest concurrent PING {worst:?}");
 
+        // The background clean-up invalidate_pattern starts: SCAN, MGET,
+        // then UNLINK of the entries written before the invalidation.
+        let old = brisk_cache::envelope::Envelope::new(
+            1,
+            2,
+            3,
+            brisk_cache::envelope::Stamps::default(),
+            Bytes::from(vec![7u8; 64]),
+        )
+        .encode();
+        let mut pipe = redis::pipe();
+        for i in 0..n {
+            pipe.cmd("SET").arg(format!("bg:k{i}")).arg(old.as_ref()).ignore();
+            if (i + 1) % 10_000 == 0 || i + 1 == n {
+                let _: () = pipe.query_async(&mut conn).await.expect("pipelined SETs");
+                pipe = redis::pipe();
+            }
+        }
+        let cache = TieredCache::builder().prefix("bg").redis_url(&server.url).expect("URL").build().expect("cache");
+        cache.wait_until_ready().await;
+        let (took, worst) = with_ping_watch(&server.url, async {
+            cache.invalidate_pattern("k*").await.expect("invalidate");
+            while cache.stats().cleanup_deleted < n as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        eprintln!(
+            "cache bench: invalidate_pattern's background clean-up (SCAN+MGET+UNLINK) of {n} keys: {took:?}, slowest concurrent PING {worst:?}"
+        );
+
         // The same with KEYS + DEL (what brisk never sends).
         populate(&mut conn, "keys", n).await;
         let url = server.url.clone();
