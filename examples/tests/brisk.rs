@@ -173,6 +173,10 @@ async fn the_api_limit_counts_per_client_ip() {
     assert_eq!(refused.status, 429);
     assert!(refused.header("retry-after").is_some());
     assert_eq!(two.get("/api/blueprints/1").await.status, 200, "another client is not limited");
+    // Probes and scrapes are not limited: a load balancer polls from one address.
+    assert_eq!(one.get("/health/live").await.status, 200);
+    assert_eq!(one.get("/health/ready").await.status, 200);
+    assert_eq!(one.get("/metrics").await.status, 200);
 }
 
 #[tokio::test]

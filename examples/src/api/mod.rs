@@ -117,12 +117,9 @@ impl AppState {
 pub(crate) fn router(state: AppState) -> Router {
     let limits = state.0.parts.limits.clone();
     let deploy = limits.deploy_route(axum::routing::post(deploys::create), state.clone());
-    let router = Router::new()
+    let api = Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard/stats", get(dashboard::stats))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(admin::metrics))
         .route("/budget/report", get(admin::budget_report))
         .route("/cache/stats", get(admin::cache_stats))
         .route("/cache/invalidate", delete(admin::invalidate))
@@ -134,12 +131,17 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/projects/{id}", get(projects::get).patch(projects::update))
         .route("/api/deploy", deploy)
         .route("/api/deploy/{id}", get(deploys::get))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         // After routing (`Router::layer`), so it labels by route template.
         .layer(state.budget().clone());
-    limits.api_layer(router, state.clone()).with_state(state)
+    let api = limits.api_layer(api, state.clone());
+    // Probes and scrapes are neither rate limited (a load balancer or
+    // Prometheus polls from one address) nor budgeted.
+    let operations = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(admin::metrics));
+    operations.merge(api).fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> Problem {
