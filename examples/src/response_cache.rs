@@ -111,10 +111,7 @@ impl ResponseCache {
                 let headers = response.headers_mut();
                 headers.insert("x-cache", HeaderValue::from_static(if from_cache { "HIT" } else { "MISS" }));
                 headers.insert(header::AGE, HeaderValue::from(hit.age().as_secs()));
-                headers.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_str(&format!("public, max-age={}", ttl.as_secs())).expect("ASCII"),
-                );
+                headers.insert(header::CACHE_CONTROL, cache_control(ttl));
                 if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
                     headers.insert(header::LINK, link);
                 }
@@ -137,6 +134,16 @@ impl ResponseCache {
                 tracing::warn!(tag, error = %err, "cache invalidation did not reach every instance");
             }
         }
+    }
+}
+
+/// `Cache-Control` for a TTL; the service's three are static.
+fn cache_control(ttl: Duration) -> HeaderValue {
+    match ttl.as_secs() {
+        300 => HeaderValue::from_static("public, max-age=300"),
+        180 => HeaderValue::from_static("public, max-age=180"),
+        60 => HeaderValue::from_static("public, max-age=60"),
+        secs => HeaderValue::from_str(&format!("public, max-age={secs}")).expect("ASCII"),
     }
 }
 

@@ -50,24 +50,34 @@ impl Limits {
     /// count.
     pub(crate) fn deploy_route(&self, route: MethodRouter<AppState>, state: AppState) -> MethodRouter<AppState> {
         let route = match &self.deploy {
-            Some(limiter) => route.layer(
-                RateLimitLayer::new(limiter.clone())
-                    .key(ExtensionKey::new(|user: &Authenticated| user.user_id.to_string())),
-            ),
+            Some(limiter) => {
+                let route = route.layer(
+                    RateLimitLayer::new(limiter.clone())
+                        .key(ExtensionKey::new(|user: &Authenticated| user.user_id.to_string())),
+                );
+                // Without the API limit around everything, 429s are counted here.
+                if self.api.is_none() {
+                    route.layer(middleware::from_fn_with_state(state.clone(), count_denials))
+                } else {
+                    route
+                }
+            }
             None => route,
         };
         route.layer(middleware::from_fn_with_state(state, authenticate))
     }
 
-    /// Puts the API limit (per client IP) around every route, and counts 429s.
+    /// Puts the API limit (per client IP) around every route it is given, and
+    /// counts 429s (of both limits).
     pub(crate) fn api_layer(&self, router: Router<AppState>, state: AppState) -> Router<AppState> {
-        let router = match &self.api {
+        match &self.api {
             // Served without ConnectInfo (e.g. in-process tests), a request has
             // no peer address and passes; `blueprint_api` serves with it.
-            Some(limiter) => router.layer(RateLimitLayer::new(limiter.clone()).on_missing_key(MissingKey::Allow)),
+            Some(limiter) => router
+                .layer(RateLimitLayer::new(limiter.clone()).on_missing_key(MissingKey::Allow))
+                .layer(middleware::from_fn_with_state(state, count_denials)),
             None => router,
-        };
-        router.layer(middleware::from_fn_with_state(state, count_denials))
+        }
     }
 }
 
