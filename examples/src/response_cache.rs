@@ -46,8 +46,8 @@ pub(crate) mod tags {
     }
 }
 
-/// A response body to cache, with its `Link` header and the database queries
-/// it took (recorded against the request that missed).
+/// A response body to cache, with its `Link` header. (The queries the load
+/// took travel in the stored frame and are charged to the request that missed.)
 #[derive(Debug)]
 pub(crate) struct Fresh {
     pub(crate) body: Vec<u8>,
