@@ -212,3 +212,29 @@ async fn budgets_metrics_and_the_report_see_every_route() {
     assert!(dashboard["cache"]["hit_ratio"].as_f64().unwrap() > 0.5);
     assert!(dashboard["routes"].as_array().unwrap().iter().any(|r| r["route"] == "GET /api/blueprints/{id}"));
 }
+
+#[tokio::test]
+async fn deploy_refusals_are_counted_with_the_api_limit_off() {
+    let s = service_with(&[("API_RATE_LIMIT", "off"), ("DEPLOY_RATE_LIMIT", "2/1h")]).await;
+    let token = s.app.token_of(10).unwrap();
+    let project = s
+        .client
+        .call(
+            Method::POST,
+            "/api/projects",
+            Some(&token),
+            Some(r#"{"name":"two-only","blueprint_id":2,"region":"us-east-1"}"#),
+        )
+        .await
+        .json();
+    let body = json!({ "project_id": project["id"] }).to_string();
+    for _ in 0..2 {
+        assert_eq!(s.client.call(Method::POST, "/api/deploy", Some(&token), Some(&body)).await.status, 202);
+    }
+    let refused = s.client.call(Method::POST, "/api/deploy", Some(&token), Some(&body)).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["type"], "https://iana.org/assignments/http-problem-types#quota-exceeded");
+    assert_eq!(s.client.get("/dashboard/stats").await.json()["rate_limit"]["denied"], 1);
+    // No API limit: no RateLimit fields outside the deploy route.
+    assert!(s.client.get("/api/blueprints/1").await.header("ratelimit").is_none());
+}
