@@ -33,7 +33,6 @@ URLs to try. Everything else is set through environment variables:
                          shared limiter and cross-instance invalidation
     REDIS_CLUSTER_URLS   comma-separated redis:// URLs of a Redis Cluster
                          (instead of REDIS_URL)
-    REDIS_POOL_SIZE      Redis connections at most         [default: 16]
     BUDGETS_FILE         performance budgets (YAML)        [default: examples/performance-budgets.yml when present]
     ADMIN_TOKEN          bearer token for /cache/* admin routes (at least 16
                          characters)                       [default: random, printed at start]
@@ -122,8 +121,6 @@ pub struct Config {
     pub db_pool_timeout: Duration,
     /// `REDIS_URL` or `REDIS_CLUSTER_URLS`.
     pub redis: Option<RedisConfig>,
-    /// `REDIS_POOL_SIZE`.
-    pub redis_pool_size: NonZeroUsize,
     /// `BUDGETS_FILE`: the performance budgets, when any.
     pub budgets_file: Option<PathBuf>,
     /// `ADMIN_TOKEN`: the admin bearer token; `None` means "generate one at start".
@@ -147,7 +144,6 @@ impl Default for Config {
             db_pool_size: NonZeroUsize::new(8).expect("8 is not zero"),
             db_pool_timeout: Duration::from_secs(5),
             redis: None,
-            redis_pool_size: NonZeroUsize::new(16).expect("16 is not zero"),
             budgets_file: default_budgets_file(),
             admin_token: None,
             api_rate_limit: Some(RateLimit {
@@ -273,9 +269,6 @@ impl Config {
             }
             (None, None) => {}
         }
-        if let Some(value) = get("REDIS_POOL_SIZE") {
-            config.redis_pool_size = parse_pool_size("REDIS_POOL_SIZE", &value)?;
-        }
         if let Some(value) = get("BUDGETS_FILE") {
             let path = PathBuf::from(&value);
             if !path.is_file() {
@@ -381,7 +374,6 @@ mod tests {
             ("DB_POOL_TIMEOUT", "soon"),
             ("REDIS_URL", "http://localhost"),
             ("REDIS_CLUSTER_URLS", " , "),
-            ("REDIS_POOL_SIZE", "-1"),
             ("BUDGETS_FILE", "/no/such/budgets.yml"),
             ("ADMIN_TOKEN", "short"),
             ("DEPLOY_DURATION", "2 parsecs"),
