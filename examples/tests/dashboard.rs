@@ -48,9 +48,15 @@ async fn the_dashboard_renders_its_charts_in_headless_chromium() {
     let screenshot = dir.path().join("dashboard.png");
     let run = |args: Vec<String>| {
         let chromium = chromium.clone();
+        let profile = dir.path().join("chromium-profile");
         tokio::task::spawn_blocking(move || {
             Command::new(chromium)
                 .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"])
+                // No network but the page's: no first-run, sync, component or
+                // background requests, each of which a closed network refuses.
+                .args(["--no-first-run", "--disable-background-networking", "--disable-component-update"])
+                .args(["--disable-sync", "--disable-quic"])
+                .arg(format!("--user-data-dir={}", profile.display()))
                 .args(["--window-size=1280,900", "--virtual-time-budget=6000"])
                 .args(args)
                 .output()
