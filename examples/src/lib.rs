@@ -152,13 +152,9 @@ impl App {
             api: limit("blueprint-api:rl:api:", "api", config.api_rate_limit)?,
             deploy: limit("blueprint-api:rl:deploy:", "deploy", config.deploy_rate_limit)?,
         };
-        // One limiter's metrics: brisk-ratelimit registers the same metric
-        // families for each limiter, and two of them in one registry would
-        // repeat a family, which OpenMetrics forbids. The API limiter sees
-        // every request; 429s of both are on the dashboard.
-        if let Some(limiter) = limits.api.as_ref().or(limits.deploy.as_ref()) {
-            limiter.register(&mut registry);
-        }
+        // Both limiters in one collector: each metric family once, the
+        // limiters' series told apart by `limiter="<prefix>"`.
+        brisk_ratelimit::RateLimiter::register_all(&mut registry, limits.api.iter().chain(&limits.deploy));
 
         // Budgets: per-route latency, payload, queries and cache use.
         let budgets = match &config.budgets_file {

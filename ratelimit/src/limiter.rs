@@ -33,7 +33,7 @@ use crate::breaker::{Breaker, Permit, Transition};
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{Decision, PolicyDecision, Source};
 use crate::error::{BuildError, Error};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
 use crate::quota::{Algorithm, OnStoreError, Policy};
 use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, StoreRequest};
 
@@ -43,21 +43,54 @@ use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, St
 /// the circuit breaker, the fallback counters and the metrics.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    inner: Arc<Inner>,
+    inner: Arc<LimiterInner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct LimiterInner {
     prefix: Arc<str>,
-    policies: Arc<[Policy]>,
-    overrides: HashMap<String, Arc<[Policy]>>,
+    defaults: PolicySet,
+    overrides: HashMap<String, PolicySet>,
     store: Arc<dyn Store>,
     local: MemoryStore,
     instances: NonZeroU32,
     clock: Arc<dyn Clock>,
     blocked: Option<BlockedKeys>,
     breaker: Breaker,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
+}
+
+/// Policies with their counters, side by side.
+#[derive(Debug)]
+struct PolicySet {
+    policies: Arc<[Policy]>,
+    metrics: Box<[PolicyMetrics]>,
+}
+
+impl PolicySet {
+    fn new(policies: Vec<Policy>) -> Self {
+        let metrics = policies.iter().map(PolicyMetrics::new).collect();
+        PolicySet { policies: policies.into(), metrics }
+    }
+}
+
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+impl LimiterInner {
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn policy_metrics(&self) -> impl Iterator<Item = &PolicyMetrics> {
+        std::iter::once(&self.defaults).chain(self.overrides.values()).flat_map(|set| set.metrics.iter())
+    }
+
+    pub(crate) fn fallback_active(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    pub(crate) fn blocked_entries(&self) -> usize {
+        self.blocked.as_ref().map_or(0, BlockedKeys::len)
+    }
 }
 
 /// Builds a [`RateLimiter`]; see [`RateLimiter::builder`].
@@ -102,10 +135,14 @@ impl RateLimiter {
 
     /// The policies applied to `key` (its override, or the defaults).
     pub fn policies_for(&self, key: &str) -> &[Policy] {
+        &self.policy_set(key).policies
+    }
+
+    fn policy_set(&self, key: &str) -> &PolicySet {
         if self.inner.overrides.is_empty() {
-            return &self.inner.policies;
+            return &self.inner.defaults;
         }
-        self.inner.overrides.get(key).unwrap_or(&self.inner.policies)
+        self.inner.overrides.get(key).unwrap_or(&self.inner.defaults)
     }
 
     /// Whether the circuit breaker is open (policies use their store-failure mode).
@@ -136,11 +173,41 @@ impl RateLimiter {
         self.run(key, u64::from(cost.get()), Operation::Refund).await
     }
 
-    /// Registers this limiter's metrics, labelled `limiter="<prefix>"`.
+    /// Registers this limiter's metrics, each series labelled
+    /// `limiter="<prefix>"`, read at scrape time.
+    ///
+    /// A registry must hold each metric family once: to export **several
+    /// limiters** from one registry, register them together with
+    /// [`register_all`](Self::register_all), not one by one.
     #[cfg(feature = "prometheus")]
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        let sub = registry.sub_registry_with_label(("limiter".into(), self.inner.prefix.to_string().into()));
-        self.inner.metrics.register(sub);
+        Self::register_all(registry, [self]);
+    }
+
+    /// Registers several limiters' metrics as one collector: each metric
+    /// family is written once, with one series per limiter (label
+    /// `limiter="<prefix>"`) and policy. Limiters sharing a prefix add up.
+    /// The registry does not keep the limiters alive: a dropped limiter's
+    /// series leave the exposition.
+    ///
+    /// ```
+    /// use brisk_ratelimit::{Policy, Quota, RateLimiter};
+    /// use prometheus_client::registry::Registry;
+    /// use std::num::NonZeroU32;
+    ///
+    /// let nz = |n| NonZeroU32::new(n).unwrap();
+    /// let api = RateLimiter::builder("rl:api:").policy(Policy::new("api", Quota::per_minute(nz(100)))).build().unwrap();
+    /// let deploy = RateLimiter::builder("rl:deploy:").policy(Policy::new("deploy", Quota::per_hour(nz(10)))).build().unwrap();
+    /// let mut registry = Registry::default();
+    /// RateLimiter::register_all(&mut registry, [&api, &deploy]);
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn register_all<'a>(
+        registry: &mut prometheus_client::registry::Registry,
+        limiters: impl IntoIterator<Item = &'a RateLimiter>,
+    ) {
+        let limiters = limiters.into_iter().map(|l| Arc::downgrade(&l.inner)).collect();
+        registry.register_collector(Box::new(crate::metrics::LimiterCollector::new(limiters)));
     }
 
     async fn run(&self, key: &str, cost: u64, op: Operation) -> Result<Decision, Error> {
@@ -148,8 +215,9 @@ impl RateLimiter {
             return Err(Error::invalid_key());
         }
         let inner = &*self.inner;
-        let policies = self.policies_for(key);
-        if let Some(decision) = self.decide_now(key, policies, cost, op) {
+        let set = self.policy_set(key);
+        let policies = &*set.policies;
+        if let Some(decision) = self.decide_now(key, set, cost, op) {
             return Ok(decision);
         }
         let storage_key = format!("{}{{{}}}", inner.prefix, key);
@@ -160,7 +228,7 @@ impl RateLimiter {
                 blocked.remove(&storage_key);
             } else if let Some(decision) = blocked.get(&storage_key, cost, now) {
                 inner.metrics.blocked_hit();
-                self.record(&decision);
+                record(&decision, set);
                 return Ok(decision);
             }
         }
@@ -179,7 +247,7 @@ impl RateLimiter {
                     }
                 });
                 if let Err(e) = &result {
-                    inner.metrics.store_error(e.kind().as_str());
+                    inner.metrics.store_error(e.kind());
                     tracing::warn!(limiter = %inner.prefix, error = %e, "rate-limit store failed");
                 }
                 match inner.breaker.record(result.is_ok(), inner.clock.now_micros()) {
@@ -208,14 +276,13 @@ impl RateLimiter {
                 );
                 if let (Operation::Consume, false, Some(blocked)) = (op, decision.allowed, &inner.blocked) {
                     blocked.insert(&storage_key, cost, now, &decision);
-                    inner.metrics.blocked_entries(blocked.len());
                 }
                 decision
             }
-            Err(error) => self.fallback(&storage_key, policies, cost, op, error)?,
+            Err(error) => self.fallback(&storage_key, set, cost, op, error)?,
         };
         if op == Operation::Consume {
-            self.record(&decision);
+            record(&decision, set);
             if !decision.allowed {
                 tracing::info!(
                     limiter = %inner.prefix,
@@ -232,7 +299,8 @@ impl RateLimiter {
     /// The path of stores that answer without I/O and cannot fail (memory):
     /// no blocked-key cache (nothing to save), no breaker, and no allocation
     /// but the key's first insertion.
-    fn decide_now(&self, key: &str, policies: &[Policy], cost: u64, op: Operation) -> Option<Decision> {
+    fn decide_now(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Option<Decision> {
+        let policies = &*set.policies;
         thread_local! {
             static SCRATCH: std::cell::RefCell<(String, Vec<Outcome>)> = const {
                 std::cell::RefCell::new((String::new(), Vec::new()))
@@ -263,7 +331,7 @@ impl RateLimiter {
             })
         })?;
         if op == Operation::Consume {
-            self.record(&decision);
+            record(&decision, set);
             if !decision.allowed {
                 tracing::info!(
                     limiter = %inner.prefix,
@@ -277,25 +345,20 @@ impl RateLimiter {
         Some(decision)
     }
 
-    fn record(&self, decision: &Decision) {
-        for p in decision.policies.iter() {
-            self.inner.metrics.decision(&p.name, p.allowed, p.source.as_str());
-        }
-    }
-
     /// Decides without the store, policy by policy, as each is configured.
     fn fallback(
         &self,
         storage_key: &str,
-        policies: &[Policy],
+        set: &PolicySet,
         cost: u64,
         op: Operation,
         error: Option<StoreError>,
     ) -> Result<Decision, Error> {
         let inner = &*self.inner;
-        if let Some(closed) = policies.iter().find(|p| p.on_store_error == OnStoreError::FailClosed) {
-            inner.metrics.unavailable(&closed.name);
-            inner.metrics.fallback(&closed.name, OnStoreError::FailClosed.as_str());
+        let policies = &*set.policies;
+        if let Some(i) = policies.iter().position(|p| p.on_store_error == OnStoreError::FailClosed) {
+            set.metrics[i].decision(Counted::Unavailable, Source::Store);
+            set.metrics[i].fallback(OnStoreError::FailClosed);
             return Err(Error::unavailable(error));
         }
         let local: Vec<Policy> = policies
@@ -311,8 +374,8 @@ impl RateLimiter {
         let mut local_outcomes =
             inner.local.decide(StoreRequest { key: storage_key, policies: &local, cost, op }).into_iter().zip(&local);
         let mut decisions = Vec::with_capacity(policies.len());
-        for p in policies {
-            inner.metrics.fallback(&p.name, p.on_store_error.as_str());
+        for (p, counters) in policies.iter().zip(&set.metrics) {
+            counters.fallback(p.on_store_error);
             if p.on_store_error == OnStoreError::Local {
                 let (outcome, local_policy) = local_outcomes.next().expect("one local outcome per local policy");
                 decisions.push(policy_decision(local_policy, local_policy.quota, &outcome, Source::Local));
@@ -331,6 +394,13 @@ impl RateLimiter {
             }
         }
         Ok(Decision::new(decisions))
+    }
+}
+
+/// Counts a decision per policy (the decision lists its policies in the set's order).
+fn record(decision: &Decision, set: &PolicySet) {
+    for (p, counters) in decision.policies.iter().zip(&set.metrics) {
+        counters.decision(if p.allowed { Counted::Allowed } else { Counted::Denied }, p.source);
     }
 }
 
@@ -416,10 +486,10 @@ impl RateLimiterBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
         let cooldown = self.breaker_cooldown.as_micros() as u64;
         Ok(RateLimiter {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LimiterInner {
                 prefix: self.prefix.into(),
-                policies: self.policies.into(),
-                overrides: self.overrides.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                defaults: PolicySet::new(self.policies),
+                overrides: self.overrides.into_iter().map(|(k, v)| (k, PolicySet::new(v))).collect(),
                 store,
                 local: MemoryStore::with_shared_clock(clock.clone()),
                 instances: self.instances,
