@@ -27,13 +27,18 @@
 //! The scope is task-local: work spawned onto another task (`tokio::spawn`) is
 //! not counted unless it runs inside [`RequestScope::run`] with the same scope.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-tokio::task_local! {
-    static SCOPE: RequestScope;
+thread_local! {
+    /// The scope of the request being polled on this thread: `None` outside
+    /// any, else the request's (lazily created) scope. Set only while the
+    /// request's future or body is polled and taken back afterwards, so it
+    /// travels with the request's future as a task-local does.
+    static CURRENT: RefCell<Option<LazyScope>> = const { RefCell::new(None) };
 }
 
 /// The counters of one request. Cloning shares them.
@@ -45,6 +50,51 @@ pub struct RequestScope {
 /// Counter names and values; a request records few, so a list beats a map.
 type Counters = Vec<(Box<str>, u64)>;
 
+/// A request's scope as the layer carries it: the counters are allocated by
+/// the first [`record`], so a request that records nothing costs no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct LazyScope(Option<RequestScope>);
+
+impl LazyScope {
+    /// The scope, if anything was recorded in it.
+    pub(crate) fn get(&self) -> Option<&RequestScope> {
+        self.0.as_ref()
+    }
+}
+
+/// Runs `f` with `scope` current: [`record`] inside it counts in `scope`.
+/// Nested scopes (a [`RequestScope::run`] inside a request) take over until
+/// they return, as task-locals do.
+pub(crate) fn enter<R>(scope: &mut LazyScope, f: impl FnOnce() -> R) -> R {
+    /// Puts the outer scope back, also when `f` panics.
+    struct Restore<'a> {
+        scope: &'a mut LazyScope,
+        outer: Option<LazyScope>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            let mine = CURRENT.try_with(|current| std::mem::replace(&mut *current.borrow_mut(), outer));
+            if let Ok(Some(mine)) = mine {
+                *self.scope = mine;
+            }
+        }
+    }
+    let mut mine = Some(std::mem::take(scope));
+    let outer = CURRENT.try_with(|current| current.borrow_mut().replace(mine.take().expect("taken once")));
+    match outer {
+        Ok(outer) => {
+            let _restore = Restore { scope, outer };
+            f()
+        }
+        // The thread is shutting down: nothing can be recorded, keep the scope.
+        Err(_) => {
+            *scope = mine.take().unwrap_or_default();
+            f()
+        }
+    }
+}
+
 impl RequestScope {
     /// A scope with every counter at zero.
     pub fn new() -> Self {
@@ -53,17 +103,7 @@ impl RequestScope {
 
     /// Runs `future` with this scope current, so [`record`] inside it counts here.
     pub fn run<F: Future>(self, future: F) -> ScopeRun<F> {
-        ScopeRun { inner: SCOPE.scope(self.clone(), future), scope: self }
-    }
-
-    /// `future`, polled with this scope current.
-    pub(crate) fn scoped<F: Future>(self, future: F) -> tokio::task::futures::TaskLocalFuture<RequestScope, F> {
-        SCOPE.scope(self, future)
-    }
-
-    /// Runs `f` with this scope current.
-    pub(crate) fn sync<R>(&self, f: impl FnOnce() -> R) -> R {
-        SCOPE.sync_scope(self.clone(), f)
+        ScopeRun { inner: future, slot: LazyScope(Some(self.clone())), scope: self }
     }
 
     /// Adds `amount` to the counter `name`.
@@ -98,7 +138,8 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct ScopeRun<F: Future> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<RequestScope, F>,
+        inner: F,
+        slot: LazyScope,
         scope: RequestScope,
     }
 }
@@ -108,7 +149,8 @@ impl<F: Future> Future for ScopeRun<F> {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        this.inner.poll(cx).map(|output| ScopeOutput { scope: this.scope.clone(), output })
+        let inner = this.inner;
+        enter(this.slot, || inner.poll(cx)).map(|output| ScopeOutput { scope: this.scope.clone(), output })
     }
 }
 
@@ -131,13 +173,17 @@ impl<T> ScopeOutput<T> {
 /// Adds `amount` to the counter `name` of the current request; does nothing
 /// outside a request scope.
 pub fn record(name: &str, amount: u64) {
-    let _ = SCOPE.try_with(|scope| scope.add(name, amount));
+    let _ = CURRENT.try_with(|current| {
+        if let Some(scope) = current.borrow_mut().as_mut() {
+            scope.0.get_or_insert_with(RequestScope::new).add(name, amount);
+        }
+    });
 }
 
 /// The current request's counter `name`; `None` outside a scope or when nothing
 /// was recorded on it.
 pub fn current(name: &str) -> Option<u64> {
-    SCOPE.try_with(|scope| scope.get(name)).ok().flatten()
+    CURRENT.try_with(|current| current.borrow().as_ref()?.get()?.get(name)).ok().flatten()
 }
 
 #[cfg(test)]

@@ -270,7 +270,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) status: Option<u16>,
     pub(crate) body_bytes: u64,
     pub(crate) cache: CacheStatus,
-    pub(crate) scope: &'a RequestScope,
+    /// `None` when the request recorded nothing.
+    pub(crate) scope: Option<&'a RequestScope>,
 }
 
 impl RouteState {
@@ -306,10 +307,12 @@ impl RouteState {
                 stats.errors += 1;
             }
             stats.payload_max = stats.payload_max.max(done.body_bytes);
-            done.scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
-                Some((_, max)) => *max = (*max).max(value),
-                None => stats.counters_max.push((name.into(), value)),
-            });
+            if let Some(scope) = done.scope {
+                scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
+                    Some((_, max)) => *max = (*max).max(value),
+                    None => stats.counters_max.push((name.into(), value)),
+                });
+            }
             match done.cache {
                 CacheStatus::Hit => stats.cache.hit += 1,
                 CacheStatus::Stale => stats.cache.stale += 1,
@@ -376,10 +379,13 @@ pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>, cache_misses_bre
     {
         out.push(("max_payload".to_owned(), format!("body of {} bytes, over {limit}", done.body_bytes)));
     }
-    for (name, limit) in budget.counter_limits() {
-        let value = done.scope.get(name).unwrap_or(0);
-        if value > limit {
-            out.push((name.to_owned(), format!("{name} = {value}, over {limit}")));
+    // A request that recorded nothing is within every counter budget.
+    if let Some(scope) = done.scope {
+        for (name, limit) in budget.counter_limits() {
+            let value = scope.get(name).unwrap_or(0);
+            if value > limit {
+                out.push((name.to_owned(), format!("{name} = {value}, over {limit}")));
+            }
         }
     }
     if budget.cache_required && !done.cache.meets_cache_requirement(cache_misses_break) {

@@ -161,3 +161,16 @@ pub use crate::error::{Error, LoadError};
 pub use crate::hit::{EntryOptions, Hit, Loaded, Tier};
 pub use crate::pattern::{KeyPattern, MAX_PATTERN_LEN};
 pub use crate::stats::CacheStats;
+
+/// Internals the fuzz targets (`fuzz/` in the repository) check; not part of
+/// the API and exempt from semver.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::KeyPattern;
+
+    /// The Redis `SCAN MATCH` pattern the physical clean-up sends for
+    /// `pattern` under the key prefix `prefix`.
+    pub fn redis_scan_pattern(pattern: &KeyPattern, prefix: &str) -> String {
+        pattern.redis_scan_pattern(prefix)
+    }
+}

@@ -63,6 +63,10 @@ pub mod key;
 #[cfg(feature = "tower")]
 mod layer;
 
+#[cfg(feature = "tower")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use decision::{Decision, PolicyDecision, Source};
 pub use error::{BuildError, Error, ErrorKind};
 pub use limiter::{RateLimiter, RateLimiterBuilder};

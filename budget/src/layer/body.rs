@@ -37,9 +37,9 @@ impl<B: Body> Body for ResponseBody<B> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let mut inner = this.inner;
-        let frame = match this.in_flight.as_ref() {
+        let frame = match this.in_flight.as_mut() {
             // Code streaming the body still counts towards this request.
-            Some(in_flight) => in_flight.scope.sync(|| inner.as_mut().poll_frame(cx)),
+            Some(in_flight) => crate::scope::enter(&mut in_flight.scope, || inner.as_mut().poll_frame(cx)),
             None => inner.as_mut().poll_frame(cx),
         };
         let frame = ready!(frame);

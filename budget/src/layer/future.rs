@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Response};
 use http_body::Body;
 
 use super::ResponseBody;
-use crate::scope::RequestScope;
+use crate::scope::{self, LazyScope};
 use crate::state::{CacheStatus, Finished, RouteState, Shared};
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -23,14 +23,14 @@ pub(crate) struct InFlight {
     shared: Arc<Shared>,
     route: Arc<RouteState>,
     start: Instant,
-    pub(crate) scope: RequestScope,
+    pub(crate) scope: LazyScope,
     status: Option<u16>,
     cache: CacheStatus,
     pub(crate) body_bytes: u64,
 }
 
 impl InFlight {
-    pub(crate) fn new(shared: Arc<Shared>, route: Arc<RouteState>, start: Instant, scope: RequestScope) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, route: Arc<RouteState>, start: Instant, scope: LazyScope) -> Self {
         #[cfg(feature = "prometheus")]
         route.metrics.active.inc();
         Self { shared, route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
@@ -52,7 +52,7 @@ impl InFlight {
     fn server_timing<B>(&self, response: &Response<B>) -> String {
         let elapsed = self.shared.clock.now().saturating_duration_since(self.start);
         let mut value = format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
-        let mut counters = self.scope.counters();
+        let mut counters = self.scope.get().map(|s| s.counters()).unwrap_or_default();
         counters.sort();
         for (name, count) in &counters {
             if is_token(name) {
@@ -71,7 +71,7 @@ impl InFlight {
                 status: self.status,
                 body_bytes,
                 cache: self.cache,
-                scope: &self.scope,
+                scope: self.scope.get(),
             };
             let broken = crate::state::broken(budget, &so_far, self.shared.config.cache_misses_break);
             if !broken.is_empty() {
@@ -96,7 +96,7 @@ impl Drop for InFlight {
             status: self.status,
             body_bytes: self.body_bytes,
             cache: self.cache,
-            scope: &self.scope,
+            scope: self.scope.get(),
         };
         self.route.finish(&self.shared, &done);
         #[cfg(feature = "prometheus")]
@@ -110,14 +110,13 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<RequestScope, F>,
+        inner: F,
         in_flight: Option<InFlight>,
     }
 }
 
 impl<F: Future> ResponseFuture<F> {
     pub(crate) fn new(inner: F, in_flight: InFlight) -> Self {
-        let inner = in_flight.scope.clone().scoped(inner);
         Self { inner, in_flight: Some(in_flight) }
     }
 }
@@ -131,7 +130,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let inner = this.inner;
+        // The handler's code counts towards this request's scope.
+        let result = ready!(match this.in_flight.as_mut() {
+            Some(in_flight) => scope::enter(&mut in_flight.scope, || inner.poll(cx)),
+            None => inner.poll(cx),
+        });
         // Dropping the in-flight record on an error records the failed request.
         let mut in_flight = this.in_flight.take();
         let mut response = result?;

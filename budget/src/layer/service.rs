@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use super::future::{InFlight, ResponseFuture};
 use super::{ResponseBody, RouteTemplate};
-use crate::scope::RequestScope;
+use crate::scope::{self, LazyScope};
 use crate::state::{RouteState, Shared, method_label};
 
 /// The service made by [`BudgetLayer`](super::BudgetLayer); see the [module docs](crate::layer).
@@ -77,8 +77,8 @@ where
                 route
             }
         };
-        let scope = RequestScope::new();
-        let inner = scope.sync(|| self.inner.call(req));
+        let mut scope = LazyScope::default();
+        let inner = scope::enter(&mut scope, || self.inner.call(req));
         ResponseFuture::new(inner, InFlight::new(self.shared.clone(), route, start, scope))
     }
 }

@@ -3,6 +3,7 @@
 mod admin;
 pub(crate) mod auth;
 mod blueprints;
+mod cursor;
 mod dashboard;
 mod deploys;
 pub(crate) mod extract;

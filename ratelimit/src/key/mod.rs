@@ -31,7 +31,7 @@ use std::sync::Arc;
 use http::{Extensions, HeaderName, Request};
 use ipnet::{IpNet, Ipv6Net};
 
-mod forwarded;
+pub(crate) mod forwarded;
 
 /// Finds the rate-limit key of a request; `None` when it has none (see
 /// [`MissingKey`](crate::MissingKey)).

@@ -64,7 +64,7 @@ mod body;
 mod future;
 #[allow(clippy::module_inception)] // the tower-http layout: layer.rs, service.rs, future.rs
 mod layer;
-mod response;
+pub(crate) mod response;
 mod service;
 
 pub use body::RateLimitBody;

@@ -1,0 +1,65 @@
+//! Internals the fuzz targets (`fuzz/` in the repository) check; not part of
+//! the API and exempt from semver.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::{Decision, HeaderStyle, Policy, PolicyDecision, Source};
+
+/// The hops of these `X-Forwarded-For` values, left to right.
+pub fn x_forwarded_for(values: &[&[u8]]) -> Vec<Option<IpAddr>> {
+    crate::key::forwarded::x_forwarded_for(values.iter().copied())
+}
+
+/// The `for=` nodes of these `Forwarded` values, left to right.
+pub fn forwarded(values: &[&[u8]]) -> Vec<Option<IpAddr>> {
+    crate::key::forwarded::forwarded(values.iter().copied())
+}
+
+/// One node of either header.
+pub fn parse_node(raw: &str) -> Option<IpAddr> {
+    crate::key::forwarded::parse_node(raw)
+}
+
+/// What the limiter decided for one policy, as [`PolicyDecision`] holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyState {
+    /// Whether the policy admits the request.
+    pub allowed: bool,
+    /// Units left.
+    pub remaining: u32,
+    /// Time until the quota is whole again.
+    pub reset_after: Duration,
+    /// For a refusal: time until the request would be admitted.
+    pub retry_after: Option<Duration>,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+/// The `RateLimit-Policy` / `RateLimit` (and legacy) fields the layer writes
+/// for these policies in these states.
+///
+/// # Errors
+///
+/// A policy the limiter's builder refuses (its message).
+pub fn rate_limit_fields(policies: &[(Policy, PolicyState)], style: HeaderStyle) -> Result<HeaderMap, String> {
+    let mut decisions = Vec::with_capacity(policies.len());
+    for (policy, state) in policies {
+        policy.validate()?;
+        decisions.push(PolicyDecision {
+            name: policy.name.clone(),
+            quota: policy.quota,
+            algorithm: policy.algorithm,
+            allowed: state.allowed,
+            remaining: state.remaining,
+            reset_after: state.reset_after,
+            retry_after: state.retry_after,
+            source: state.source,
+        });
+    }
+    let mut headers = HeaderMap::new();
+    crate::layer::response::add_fields(&mut headers, &Decision::new(decisions), style);
+    Ok(headers)
+}
