@@ -148,9 +148,11 @@ impl App {
                 .transpose()
                 .map_err(|e| StartError::new(format!("building the {name} rate limiter"), e))
         };
+        // Outside the cache's `blueprint-api:` namespace: the cache's clear and
+        // pattern clean-ups remove every key under it, limits included.
         let limits = api::limits::Limits {
-            api: limit("blueprint-api:rl:api:", "api", config.api_rate_limit)?,
-            deploy: limit("blueprint-api:rl:deploy:", "deploy", config.deploy_rate_limit)?,
+            api: limit("blueprint-api-rl:api:", "api", config.api_rate_limit)?,
+            deploy: limit("blueprint-api-rl:deploy:", "deploy", config.deploy_rate_limit)?,
         };
         // Both limiters in one collector: each metric family once, the
         // limiters' series told apart by `limiter="<prefix>"`.

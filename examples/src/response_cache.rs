@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use brisk_cache::{EntryOptions, LoadError, Loaded, Tier, TieredCache};
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::api::extract::Shareable;
 use crate::api::problem::Problem;
 
 /// How long a blueprint (or page of them) is cached.
@@ -70,12 +71,38 @@ impl ResponseCache {
     }
 
     /// The cached response under `key`, or `load`'s (cached when it succeeds).
-    /// Concurrent misses of one key run one load.
-    pub(crate) async fn respond<F, Fut>(&self, key: String, ttl: Duration, tags: Vec<String>, load: F) -> Response
+    /// Concurrent misses of one key run one load. A request that is not
+    /// [`Shareable`] (it carries credentials) is answered by `load` alone,
+    /// `X-Cache: BYPASS`, `Cache-Control: private, no-store`: the shared
+    /// cache neither answers it nor stores its response.
+    pub(crate) async fn respond<F, Fut>(
+        &self,
+        Shareable(shared): Shareable,
+        key: String,
+        ttl: Duration,
+        tags: Vec<String>,
+        load: F,
+    ) -> Response
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Fresh, Problem>> + Send + 'static,
     {
+        if !shared {
+            return match tokio::time::timeout(LOAD_TIMEOUT, load()).await {
+                Ok(Ok(fresh)) => {
+                    let mut response = json(Bytes::from(fresh.body), fresh.link);
+                    let headers = response.headers_mut();
+                    headers.insert("x-cache", HeaderValue::from_static("BYPASS"));
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+                    response
+                }
+                Ok(Err(problem)) => problem.into_response(),
+                Err(_) => {
+                    Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "the database did not answer in time")
+                        .into_response()
+                }
+            };
+        }
         let options = EntryOptions::new(ttl).tags(tags);
         let loaded = self
             .cache
@@ -106,15 +133,11 @@ impl ResponseCache {
                 if !from_cache {
                     brisk_budget::record(brisk_budget::DB_QUERIES, queries);
                 }
-                let mut response =
-                    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+                let mut response = json(body, link);
                 let headers = response.headers_mut();
                 headers.insert("x-cache", HeaderValue::from_static(if from_cache { "HIT" } else { "MISS" }));
                 headers.insert(header::AGE, HeaderValue::from(hit.age().as_secs()));
                 headers.insert(header::CACHE_CONTROL, cache_control(ttl));
-                if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
-                    headers.insert(header::LINK, link);
-                }
                 response
             }
             Err(LoadError::Loader(problem)) => (*problem).clone().into_response(),
@@ -135,6 +158,15 @@ impl ResponseCache {
             }
         }
     }
+}
+
+/// A JSON response with its `Link` header.
+fn json(body: Bytes, link: Option<String>) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
 }
 
 /// `Cache-Control` for a TTL; the service's three are static.

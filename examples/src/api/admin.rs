@@ -100,7 +100,10 @@ pub(super) async fn invalidate(
     let cache = state.cache().inner();
     let (kind, value, result) = match (params.get("tag"), params.get("pattern")) {
         (Some(tag), None) if !tag.is_empty() => ("tag", tag, cache.invalidate_tag(tag).await),
-        (None, Some(pattern)) if !pattern.is_empty() => ("pattern", pattern, cache.invalidate_pattern(pattern).await),
+        (None, Some(pattern)) if !pattern.is_empty() => {
+            check_pattern(pattern)?;
+            ("pattern", pattern, cache.invalidate_pattern(pattern).await)
+        }
         _ => return Err(Problem::bad_request("give exactly one of ?tag= or ?pattern=")),
     };
     match result {
@@ -112,10 +115,46 @@ pub(super) async fn invalidate(
     }
 }
 
+/// The families of the response cache's keys (`blueprint:{id}?…`,
+/// `blueprints?…`, `project:{id}?…`, `projects?…`, `stats:summary`).
+const KEY_FAMILIES: &[&str] = &["blueprint", "project", "stats"];
+
+/// A pattern must name a family of the response cache's keys in its literal
+/// head: `blueprint:*` and `projects?*` pass; `*`, `?*`, `b*` or `rl:*`,
+/// which could reach keys the cache does not own on a shared Redis (rate
+/// limits, other services), are refused. Emptying the whole cache is
+/// `DELETE /cache/clear`.
+fn check_pattern(pattern: &str) -> Result<(), Problem> {
+    if KEY_FAMILIES.iter().any(|family| pattern.starts_with(family)) {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(format!(
+            "pattern {pattern:?} is not valid: it must start with one of {} (the response cache's keys); \
+             DELETE /cache/clear empties the whole cache",
+            KEY_FAMILIES.join(", ")
+        )))
+    }
+}
+
 /// `DELETE /cache/clear`: every entry, on every instance.
 pub(super) async fn clear(State(state): State<AppState>, _admin: Admin) -> Result<Response, Problem> {
     match state.cache().inner().clear().await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(err) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("applied here only: {err}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pattern;
+
+    #[test]
+    fn patterns_stay_inside_the_cache_key_families() {
+        for good in ["blueprint:*", "blueprint:3?*", "blueprints?*", "project*", "stats:summary"] {
+            assert!(check_pattern(good).is_ok(), "{good}");
+        }
+        for bad in ["*", "**", "?*", "b*", "rl:*", "{blueprint-api}:*", "*blueprint*", "Blueprint:*", " blueprint:*"] {
+            assert_eq!(check_pattern(bad).unwrap_err().status(), 400, "{bad}");
+        }
     }
 }

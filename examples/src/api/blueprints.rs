@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use brisk_dataloader::{BatchFn, DataLoader};
 
 use super::auth::Authenticated;
-use super::extract::{Id, JsonBody, QueryParams};
+use super::extract::{Id, JsonBody, QueryParams, Shareable};
 use super::listing::{Fields, ListQuery, encode_cursor};
 use super::problem::Problem;
 use super::validate::BlueprintBody;
@@ -67,7 +67,11 @@ async fn owners_of(
     Ok(owners)
 }
 
-pub(super) async fn list(State(state): State<AppState>, QueryParams(params): QueryParams) -> Response {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    shared: Shareable,
+    QueryParams(params): QueryParams,
+) -> Response {
     let query = match ListQuery::parse(&params, LISTING, views::BLUEPRINT_FIELDS) {
         Ok(query) => query,
         Err(problem) => return problem.into_response(),
@@ -82,7 +86,7 @@ pub(super) async fn list(State(state): State<AppState>, QueryParams(params): Que
     let loader_state = state.clone();
     state
         .cache()
-        .respond(key, BLUEPRINT_TTL, vec![tags::BLUEPRINT_PAGES.to_owned()], move || async move {
+        .respond(shared, key, BLUEPRINT_TTL, vec![tags::BLUEPRINT_PAGES.to_owned()], move || async move {
             let state = loader_state;
             let page = state.store().list_blueprints(query.after, query.limit).await?;
             let owners = owners_of(&state, &page.items, &query.fields).await?;
@@ -98,7 +102,12 @@ fn field_key(fields: &Fields, explicit: bool) -> String {
     if explicit { fields.names().join(",") } else { "*".to_owned() }
 }
 
-pub(super) async fn get(State(state): State<AppState>, Id(id): Id, QueryParams(params): QueryParams) -> Response {
+pub(super) async fn get(
+    State(state): State<AppState>,
+    shared: Shareable,
+    Id(id): Id,
+    QueryParams(params): QueryParams,
+) -> Response {
     let fields = match Fields::parse(params.get("fields").map(String::as_str), views::BLUEPRINT_FIELDS) {
         Ok(fields) => fields,
         Err(problem) => return problem.into_response(),
@@ -107,7 +116,7 @@ pub(super) async fn get(State(state): State<AppState>, Id(id): Id, QueryParams(p
     let loader_state = state.clone();
     state
         .cache()
-        .respond(key, BLUEPRINT_TTL, vec![tags::blueprint(id)], move || async move {
+        .respond(shared, key, BLUEPRINT_TTL, vec![tags::blueprint(id)], move || async move {
             let state = loader_state;
             let blueprint = state
                 .store()

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -20,14 +21,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A declared length over the limit is refused before reading: the
+        // client would otherwise hold the connection open for a body that is
+        // refused anyway once its first 64 KiB have arrived.
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => {
                 let status = rejection.status();
                 let detail = match status {
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                        format!("the request body is larger than {MAX_BODY_BYTES} bytes")
-                    }
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
                     axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                         "the request body must be JSON (Content-Type: application/json)".to_owned()
                     }
@@ -37,6 +43,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             }
         }
     }
+}
+
+fn too_large() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 /// A positive integer id from the path (`/api/blueprints/{id}`); anything else is 400.
@@ -56,8 +69,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-/// The query string as name → value (the last value of a repeated name wins);
-/// a malformed query string is 400.
+/// The query string as name → value; a malformed query string, or a name
+/// given more than once, is 400.
+///
+/// A repeated name is refused rather than resolved: a proxy or cache in front
+/// may read the first value where the service would read the last, and
+/// `?limit=5&limit=50` must not be answered as, or stored as, either one.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QueryParams(pub(crate) HashMap<String, String>);
 
@@ -65,10 +82,33 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
+        let mut params = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                return Err(Problem::bad_request(format!("?{name} is given more than once; give it once")));
+            }
+            params.insert(name, value);
+        }
         Ok(Self(params))
+    }
+}
+
+/// Whether the shared response cache may answer this read and store its
+/// response: not when the request carries credentials (`Authorization` or
+/// `Cookie`), so that nothing a client sends with its credentials is ever
+/// served to another, whatever a route does with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shareable(pub(crate) bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for Shareable {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        Ok(Self(!headers.contains_key(header::AUTHORIZATION) && !headers.contains_key(header::COOKIE)))
     }
 }
 

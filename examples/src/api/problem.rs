@@ -18,8 +18,26 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { pointer: pointer.into(), detail: detail.into() }
+        Self { pointer: bounded(pointer.into()), detail: bounded(detail.into()) }
     }
+}
+
+/// The longest `detail` (or field error text) a problem carries, in bytes.
+const MAX_DETAIL_BYTES: usize = 512;
+
+/// `text`, cut to [`MAX_DETAIL_BYTES`] (at a character boundary, marked with
+/// `…`): details quote what the client sent, and a 60 KB path or query must
+/// not come back as a 60 KB error.
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_DETAIL_BYTES {
+        let mut end = MAX_DETAIL_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// An error response. `type` is `about:blank`, so `title` is the status's
@@ -51,7 +69,8 @@ struct Body<'a> {
 impl Problem {
     /// A problem with this status and detail.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self(Box::new(Details { status, detail: detail.into(), errors: Vec::new(), headers: HeaderMap::new() }))
+        let detail = bounded(detail.into());
+        Self(Box::new(Details { status, detail, errors: Vec::new(), headers: HeaderMap::new() }))
     }
 
     /// 400 Bad Request.
@@ -138,5 +157,22 @@ impl From<StoreError> for Problem {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be completed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_quoting_the_client_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded("short".to_owned()), "short");
+        let long = bounded("é".repeat(1000));
+        assert!(long.len() <= MAX_DETAIL_BYTES + '…'.len_utf8(), "{}", long.len());
+        assert!(long.ends_with('…') && long.starts_with("éé"));
+        let problem = Problem::bad_request(format!("no route for /{}", "a".repeat(100_000)));
+        assert!(problem.to_string().len() < 1024);
+        let field = FieldError::new("?fields", "x".repeat(10_000));
+        assert!(field.detail.len() <= MAX_DETAIL_BYTES + 3);
     }
 }

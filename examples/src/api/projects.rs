@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Authenticated;
-use super::extract::{Id, JsonBody, QueryParams};
+use super::extract::{Id, JsonBody, QueryParams, Shareable};
 use super::listing::{Fields, ListQuery, encode_cursor};
 use super::problem::Problem;
 use super::validate::{ProjectBody, ProjectPatchBody};
@@ -20,7 +20,11 @@ fn field_key(fields: &Fields, explicit: bool) -> String {
     if explicit { fields.names().join(",") } else { "*".to_owned() }
 }
 
-pub(super) async fn list(State(state): State<AppState>, QueryParams(params): QueryParams) -> Response {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    shared: Shareable,
+    QueryParams(params): QueryParams,
+) -> Response {
     let query = match ListQuery::parse(&params, LISTING, views::PROJECT_FIELDS) {
         Ok(query) => query,
         Err(problem) => return problem.into_response(),
@@ -35,7 +39,7 @@ pub(super) async fn list(State(state): State<AppState>, QueryParams(params): Que
     let loader_state = state.clone();
     state
         .cache()
-        .respond(key, PROJECT_TTL, vec![tags::PROJECT_PAGES.to_owned()], move || async move {
+        .respond(shared, key, PROJECT_TTL, vec![tags::PROJECT_PAGES.to_owned()], move || async move {
             let page = loader_state.store().list_projects(query.after, query.limit).await?;
             let data: Vec<_> = page.items.iter().map(|p| query.fields.select(views::project(p))).collect();
             let next = page.has_more.then(|| page.items.last().map(|p| encode_cursor(LISTING, p.id))).flatten();
@@ -44,7 +48,12 @@ pub(super) async fn list(State(state): State<AppState>, QueryParams(params): Que
         .await
 }
 
-pub(super) async fn get(State(state): State<AppState>, Id(id): Id, QueryParams(params): QueryParams) -> Response {
+pub(super) async fn get(
+    State(state): State<AppState>,
+    shared: Shareable,
+    Id(id): Id,
+    QueryParams(params): QueryParams,
+) -> Response {
     let fields = match Fields::parse(params.get("fields").map(String::as_str), views::PROJECT_FIELDS) {
         Ok(fields) => fields,
         Err(problem) => return problem.into_response(),
@@ -53,7 +62,7 @@ pub(super) async fn get(State(state): State<AppState>, Id(id): Id, QueryParams(p
     let loader_state = state.clone();
     state
         .cache()
-        .respond(key, PROJECT_TTL, vec![tags::project(id)], move || async move {
+        .respond(shared, key, PROJECT_TTL, vec![tags::project(id)], move || async move {
             let project = loader_state
                 .store()
                 .get_project(id)
@@ -89,11 +98,11 @@ pub(super) async fn update(
     Ok(Json(views::project(&project)).into_response())
 }
 
-pub(super) async fn stats(State(state): State<AppState>) -> Response {
+pub(super) async fn stats(State(state): State<AppState>, shared: Shareable) -> Response {
     let loader_state = state.clone();
     state
         .cache()
-        .respond("stats:summary".to_owned(), STATS_TTL, vec![tags::STATS.to_owned()], move || async move {
+        .respond(shared, "stats:summary".to_owned(), STATS_TTL, vec![tags::STATS.to_owned()], move || async move {
             let stats = loader_state.store().stats().await?;
             Ok(Fresh { body: serde_json::to_vec(&stats).expect("stats serialize"), link: None })
         })
