@@ -36,6 +36,8 @@
 //! | `redis` | yes | L2 on Redis (single server or Redis Cluster), the invalidation bus, the distributed fill lease |
 //! | `prometheus` | yes | `TieredCache::register`: metrics on a `prometheus_client` registry |
 //! | `json` | no | `JsonCodec`, for values shared with services in other languages |
+//! | `http` | no | [`http`]: `CacheLayer` (a tower HTTP response cache) and `InvalidateLayer` |
+//! | `axum` | no | `http`, plus axum's matched route as the route, and the admin handlers (`CacheAdmin`) |
 //!
 //! With `default-features = false` the cache is L1-only: one process, the
 //! same API, and no Redis or prometheus-client in the dependency tree.
@@ -142,6 +144,9 @@ mod hit;
 mod inner;
 mod pattern;
 mod stats;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 #[cfg(feature = "redis")]
 mod bus;

@@ -1,0 +1,200 @@
+//! What the layer's functions see of a request, and the default key.
+
+use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+/// A read-only view of a request, given to the layer's key, condition, TTL
+/// and tag functions and to [`InvalidateLayer`](super::InvalidateLayer)'s
+/// target functions.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheRequest<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> CacheRequest<'a> {
+    /// A view of `request`.
+    pub fn new<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The path.
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+
+    /// The query, without `?`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.uri.query()
+    }
+
+    /// Whether the query holds `name` (e.g. `cache`) with value `value`
+    /// (e.g. `false`), compared without percent-decoding.
+    pub fn query_has(&self, name: &str, value: &str) -> bool {
+        self.query().is_some_and(|q| {
+            q.split('&').any(|pair| match pair.split_once('=') {
+                Some((n, v)) => n == name && v == value,
+                None => pair == name && value.is_empty(),
+            })
+        })
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The extensions (where a router puts path parameters and its matched route).
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+
+    /// The route template that matched (axum's `MatchedPath`, e.g.
+    /// `/api/blueprints/{id}`) when the `axum` feature is on and the layer
+    /// runs inside an axum `Router`; otherwise the path.
+    pub fn route(&self) -> &'a str {
+        #[cfg(feature = "axum")]
+        if let Some(matched) = self.extensions.get::<axum::extract::MatchedPath>() {
+            return matched.as_str();
+        }
+        self.path()
+    }
+}
+
+/// The default key: `{prefix}:{method}{path}`, then `?` and the query's
+/// `name=value` pairs sorted (duplicates kept, empty pairs dropped), so
+/// `?b=2&a=1` and `?a=1&b=2` share an entry while `?a=1&a=1` and `?a=1` do
+/// not. `HEAD` is keyed as `GET` (it is answered from the `GET` entry).
+pub(crate) fn default_key(prefix: &str, req: &CacheRequest<'_>) -> String {
+    let method = if req.method() == Method::HEAD { "GET" } else { req.method().as_str() };
+    let path = req.path();
+    let query = req.query().unwrap_or("");
+    let mut key = String::with_capacity(prefix.len() + 1 + method.len() + path.len() + 1 + query.len());
+    key.push_str(prefix);
+    key.push(':');
+    key.push_str(method);
+    key.push_str(path);
+    push_sorted_query(&mut key, query);
+    key
+}
+
+fn push_sorted_query(key: &mut String, query: &str) {
+    if query.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if pairs.is_empty() {
+        return;
+    }
+    pairs.sort_unstable();
+    key.push('?');
+    for (i, pair) in pairs.iter().enumerate() {
+        if i > 0 {
+            key.push('&');
+        }
+        key.push_str(pair);
+    }
+}
+
+/// Appends the request's values of the response's `Vary` headers to `key`:
+/// `#vary:accept=text%2Fhtml&accept-language=` (values percent-escaped, so
+/// no value can forge another's suffix).
+pub(crate) fn vary_key(key: &str, vary: &[(String, Option<Vec<u8>>)]) -> String {
+    let mut out = String::with_capacity(key.len() + 16 * vary.len() + 6);
+    out.push_str(key);
+    out.push_str("#vary:");
+    for (i, (name, value)) in vary.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        if let Some(value) = value {
+            out.push('=');
+            for &b in value {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'*' | b'/' | b',' | b';') {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key_of(uri: &str) -> String {
+        let req = Request::get(uri).body(()).unwrap();
+        default_key("cache", &CacheRequest::new(&req))
+    }
+
+    #[test]
+    fn query_order_does_not_split_keys_and_duplicates_do_not_merge() {
+        assert_eq!(key_of("/a?b=2&a=1"), key_of("/a?a=1&b=2"));
+        assert_eq!(key_of("/a?b=2&a=1"), "cache:GET/a?a=1&b=2");
+        assert_ne!(key_of("/a?a=1&a=1"), key_of("/a?a=1"));
+        assert_ne!(key_of("/a?a=1&a=2"), key_of("/a?a=2"));
+        assert_eq!(key_of("/a?"), key_of("/a"));
+        assert_eq!(key_of("/a?x=1&"), key_of("/a?x=1"));
+        assert_ne!(key_of("/a?x"), key_of("/a"));
+        let head = Request::head("/a").body(()).unwrap();
+        assert_eq!(default_key("cache", &CacheRequest::new(&head)), key_of("/a"));
+    }
+
+    #[test]
+    fn query_has_compares_pairs() {
+        let req = Request::get("/a?x=1&cache=false").body(()).unwrap();
+        let view = CacheRequest::new(&req);
+        assert!(view.query_has("cache", "false"));
+        assert!(!view.query_has("cache", "true"));
+        assert!(!view.query_has("ache", "false"));
+    }
+
+    #[test]
+    fn vary_values_cannot_forge_each_other() {
+        let a = vary_key("k", &[("accept".into(), Some(b"a&accept-language=b".to_vec()))]);
+        let b =
+            vary_key("k", &[("accept".into(), Some(b"a".to_vec())), ("accept-language".into(), Some(b"b".to_vec()))]);
+        assert_ne!(a, b);
+        let absent = vary_key("k", &[("accept".into(), None)]);
+        let empty = vary_key("k", &[("accept".into(), Some(Vec::new()))]);
+        assert_ne!(absent, empty);
+    }
+
+    proptest! {
+        #[test]
+        fn keys_depend_on_the_multiset_of_pairs(pairs in proptest::collection::vec("[a-c]{1,2}=[0-2]{0,1}", 0..6), seed in any::<u64>()) {
+            let mut shuffled = pairs.clone();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            rng.shuffle(&mut shuffled);
+            let q1 = pairs.join("&");
+            let q2 = shuffled.join("&");
+            prop_assert_eq!(key_of(&format!("/p?{q1}")), key_of(&format!("/p?{q2}")));
+            // Dropping one pair changes the key.
+            if !pairs.is_empty() {
+                let q3 = pairs[1..].join("&");
+                prop_assert_ne!(key_of(&format!("/p?{q1}")), key_of(&format!("/p?{q3}")));
+            }
+        }
+    }
+}
