@@ -33,6 +33,8 @@ URLs to try. Everything else is set through environment variables:
                          shared limiter and cross-instance invalidation
     REDIS_CLUSTER_URLS   comma-separated redis:// URLs of a Redis Cluster
                          (instead of REDIS_URL)
+    CACHE_L1_MAX_BYTES   bytes the in-process response cache may hold
+                                                       [default: 67108864 (64 MiB)]
     BUDGETS_FILE         performance budgets (YAML)        [default: examples/performance-budgets.yml when present]
     ADMIN_TOKEN          bearer token for /cache/* admin routes (at least 16
                          characters)                       [default: random, printed at start]
@@ -121,6 +123,9 @@ pub struct Config {
     pub db_pool_timeout: Duration,
     /// `REDIS_URL` or `REDIS_CLUSTER_URLS`.
     pub redis: Option<RedisConfig>,
+    /// `CACHE_L1_MAX_BYTES`: the most bytes the in-process (L1) response
+    /// cache holds, as brisk-cache weighs its entries.
+    pub cache_l1_max_bytes: u64,
     /// `BUDGETS_FILE`: the performance budgets, when any.
     pub budgets_file: Option<PathBuf>,
     /// `ADMIN_TOKEN`: the admin bearer token; `None` means "generate one at start".
@@ -144,6 +149,7 @@ impl Default for Config {
             db_pool_size: NonZeroUsize::new(8).expect("8 is not zero"),
             db_pool_timeout: Duration::from_secs(5),
             redis: None,
+            cache_l1_max_bytes: 64 * 1024 * 1024,
             budgets_file: default_budgets_file(),
             admin_token: None,
             api_rate_limit: Some(RateLimit {
@@ -269,6 +275,12 @@ impl Config {
             }
             (None, None) => {}
         }
+        if let Some(value) = get("CACHE_L1_MAX_BYTES") {
+            config.cache_l1_max_bytes =
+                value.parse::<u64>().map_err(|e| ConfigError::new("CACHE_L1_MAX_BYTES", &value, e)).and_then(|n| {
+                    if n >= 1024 { Ok(n) } else { Err(ConfigError::new("CACHE_L1_MAX_BYTES", &value, "at least 1024")) }
+                })?;
+        }
         if let Some(value) = get("BUDGETS_FILE") {
             let path = PathBuf::from(&value);
             if !path.is_file() {
@@ -378,6 +390,8 @@ mod tests {
             ("ADMIN_TOKEN", "short"),
             ("DEPLOY_DURATION", "2 parsecs"),
             ("SEED_BLUEPRINTS", "lots"),
+            ("CACHE_L1_MAX_BYTES", "12"),
+            ("CACHE_L1_MAX_BYTES", "64MiB"),
             ("API_RATE_LIMIT", "1000"),
             ("API_RATE_LIMIT", "0/15m"),
             ("DEPLOY_RATE_LIMIT", "10/fortnight"),

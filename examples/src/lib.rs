@@ -99,7 +99,12 @@ impl App {
 
         // The response cache: L1 in process; L2, the bus and cross-instance
         // invalidation on Redis when configured.
-        let mut cache = brisk_cache::TieredCache::builder().prefix("blueprint-api").l1_max_bytes(64 * 1024 * 1024);
+        // The breaker probes a failed Redis every 2 s (brisk-cache's default
+        // is 5 s), so the shared tier is back within seconds of Redis.
+        let mut cache = brisk_cache::TieredCache::builder()
+            .prefix("blueprint-api")
+            .l1_max_bytes(config.cache_l1_max_bytes)
+            .circuit_breaker(5, Duration::from_secs(2));
         match &config.redis {
             Some(RedisConfig::Single { url }) => {
                 cache = cache.redis_url(url).map_err(|e| StartError::new("REDIS_URL", e))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use brisk_dataloader::{BatchFn, DataLoader};
 
@@ -131,13 +131,35 @@ pub(super) async fn get(
         .await
 }
 
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The request's `Idempotency-Key` (a bare token or a quoted string, as the
+/// IETF draft writes it): 1–128 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().unwrap_or("");
+    let key = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// `POST /api/blueprints`. With an `Idempotency-Key`, a repeat of a create
+/// that committed (its reply lost, say, to a dropped connection) answers
+/// with the blueprint made the first time instead of making another.
 pub(super) async fn create(
     State(state): State<AppState>,
     user: Authenticated,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<BlueprintBody>,
 ) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
     let input = body.validate()?;
-    let blueprint = state.store().create_blueprint(user.user_id, input, crate::unix_now()).await?;
+    let blueprint = state.store().create_blueprint(user.user_id, input, key, crate::unix_now()).await?;
     state.cache().invalidate(&[tags::BLUEPRINT_PAGES.to_owned(), tags::STATS.to_owned()]).await;
     let owners = HashMap::from([(user.user_id, Owner { id: user.user_id, name: user.name })]);
     let location = HeaderValue::from_str(&format!("/api/blueprints/{}", blueprint.id)).expect("ASCII path");

@@ -56,8 +56,16 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     fn list_blueprints(&self, after: i64, limit: u32) -> StoreFuture<'_, Page<Blueprint>>;
     /// One blueprint.
     fn get_blueprint(&self, id: i64) -> StoreFuture<'_, Option<Blueprint>>;
-    /// Creates a blueprint owned by `owner`.
-    fn create_blueprint(&self, owner: i64, input: BlueprintInput, now: i64) -> StoreFuture<'_, Blueprint>;
+    /// Creates a blueprint owned by `owner`. With an `idempotency_key` the
+    /// owner already used, creates nothing and returns the blueprint made
+    /// under that key, so a create retried after a lost reply is not doubled.
+    fn create_blueprint(
+        &self,
+        owner: i64,
+        input: BlueprintInput,
+        idempotency_key: Option<String>,
+        now: i64,
+    ) -> StoreFuture<'_, Blueprint>;
     /// Replaces a blueprint's fields; only its owner may. Bumps `version`.
     fn update_blueprint(&self, id: i64, owner: i64, input: BlueprintInput, now: i64) -> StoreFuture<'_, Blueprint>;
     /// Deletes a blueprint; only its owner may, and not while a project uses it.

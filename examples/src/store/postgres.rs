@@ -66,6 +66,10 @@ const MIGRATIONS: &[&str] = &[
         finished_at BIGINT
     );
     CREATE INDEX deploys_status ON deploys(status, id);",
+    // 2: client-chosen idempotency keys, so a create retried after a lost
+    // reply finds the row it made instead of making another.
+    "ALTER TABLE blueprints ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX blueprints_idempotency ON blueprints(owner_id, idempotency_key);",
 ];
 
 const BLUEPRINT_COLUMNS: &str = "id, owner_id, name, description, category, tags, version, created_at, updated_at";
@@ -404,14 +408,21 @@ impl Store for PostgresStore {
         })
     }
 
-    fn create_blueprint(&self, owner: i64, input: BlueprintInput, now: i64) -> StoreFuture<'_, Blueprint> {
+    fn create_blueprint(
+        &self,
+        owner: i64,
+        input: BlueprintInput,
+        idempotency_key: Option<String>,
+        now: i64,
+    ) -> StoreFuture<'_, Blueprint> {
         Box::pin(async move {
             let tags = tags_json(&input.tags);
             let rows = self
                 .query(
                     &format!(
-                        "INSERT INTO blueprints (owner_id, name, description, category, tags, version, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, 1, $6, $6) RETURNING {BLUEPRINT_COLUMNS}"
+                        "INSERT INTO blueprints (owner_id, name, description, category, tags, version, created_at, updated_at, idempotency_key)
+                         VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7)
+                         ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING {BLUEPRINT_COLUMNS}"
                     ),
                     &[
                         (&owner, Type::INT8),
@@ -420,7 +431,19 @@ impl Store for PostgresStore {
                         (&input.category, Type::TEXT),
                         (&tags, Type::TEXT),
                         (&now, Type::INT8),
+                        (&idempotency_key, Type::TEXT),
                     ],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                return blueprint_row(row);
+            }
+            // The key was used before: answer with the row that request made.
+            // A statement of its own, so it sees the other request's commit.
+            let rows = self
+                .query(
+                    &format!("SELECT {BLUEPRINT_COLUMNS} FROM blueprints WHERE owner_id = $1 AND idempotency_key = $2"),
+                    &[(&owner, Type::INT8), (&idempotency_key, Type::TEXT)],
                 )
                 .await?;
             rows.first().map(blueprint_row).ok_or_else(|| invalid_row("blueprint", "INSERT returned nothing"))?

@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
         finished_at INTEGER
     );
     CREATE INDEX deploys_status ON deploys(status, id);",
+    // 2: client-chosen idempotency keys, so a create retried after a lost
+    // reply finds the row it made instead of making another.
+    "ALTER TABLE blueprints ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX blueprints_idempotency ON blueprints(owner_id, idempotency_key);",
 ];
 
 const BLUEPRINT_COLUMNS: &str = "id, owner_id, name, description, category, tags, version, created_at, updated_at";
@@ -343,17 +347,35 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn create_blueprint(&self, owner: i64, input: BlueprintInput, now: i64) -> StoreFuture<'_, Blueprint> {
+    fn create_blueprint(
+        &self,
+        owner: i64,
+        input: BlueprintInput,
+        idempotency_key: Option<String>,
+        now: i64,
+    ) -> StoreFuture<'_, Blueprint> {
         Box::pin(self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let blueprint = tx.query_row(
-                &format!(
-                    "INSERT INTO blueprints (owner_id, name, description, category, tags, version, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6) RETURNING {BLUEPRINT_COLUMNS}"
-                ),
-                params![owner, input.name, input.description, input.category, tags_json(&input.tags), now],
-                blueprint_row,
-            )?;
+            let created = tx
+                .query_row(
+                    &format!(
+                        "INSERT INTO blueprints (owner_id, name, description, category, tags, version, created_at, updated_at, idempotency_key)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6, ?7)
+                         ON CONFLICT (owner_id, idempotency_key) DO NOTHING RETURNING {BLUEPRINT_COLUMNS}"
+                    ),
+                    params![owner, input.name, input.description, input.category, tags_json(&input.tags), now, idempotency_key],
+                    blueprint_row,
+                )
+                .optional()?;
+            let blueprint = match created {
+                Some(blueprint) => blueprint,
+                // The key was used before: answer with the row that request made.
+                None => tx.query_row(
+                    &format!("SELECT {BLUEPRINT_COLUMNS} FROM blueprints WHERE owner_id = ?1 AND idempotency_key = ?2"),
+                    params![owner, idempotency_key],
+                    blueprint_row,
+                )?,
+            };
             tx.commit()?;
             Ok(blueprint)
         }))
