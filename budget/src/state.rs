@@ -175,6 +175,14 @@ impl CacheStatus {
         let Some(value) = value else {
             return CacheStatus::Absent;
         };
+        // The common, exact verdicts first.
+        match value.as_bytes() {
+            b"HIT" => return CacheStatus::Hit,
+            b"MISS" => return CacheStatus::Miss,
+            b"STALE" => return CacheStatus::Stale,
+            b"BYPASS" => return CacheStatus::Bypass,
+            _ => {}
+        }
         // Caches may append details (`HIT from edge`); the first word decides.
         let bytes = value.as_bytes();
         let end = bytes.iter().position(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';').unwrap_or(bytes.len());
