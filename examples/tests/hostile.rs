@@ -988,6 +988,11 @@ async fn protocol_garbage_is_refused_and_the_server_keeps_serving() {
         "POST /api/blueprints HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{{\"name\":\"a\",\"category\":\"api\"}}"
     );
+    // Authenticated, so the body is read.
+    let bad_chunk = format!(
+        "POST /api/blueprints HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
     let garbage: Vec<(&str, Vec<u8>)> = vec![
         ("declared length over the limit", declared_too_long.into_bytes()),
         ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec()),
@@ -999,10 +1004,11 @@ async fn protocol_garbage_is_refused_and_the_server_keeps_serving() {
         ("bad header name", b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n".to_vec()),
         ("header without colon", b"GET / HTTP/1.1\r\nHost a\r\n\r\n".to_vec()),
         ("conflicting lengths", b"POST /api/blueprints HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n12345".to_vec()),
-        ("bad chunk size", b"POST /api/blueprints HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec()),
+        ("bad chunk size", bad_chunk.into_bytes()),
         ("invalid UTF-8 header value", b"GET /api/blueprints/1?fields=id HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: \xff\xfe\r\nConnection: close\r\n\r\n".to_vec()),
     ];
     let before = s.rows();
+    let mut answers = Vec::new();
     for (case, request) in &garbage {
         let response = exchange(addr, case, request).await;
         if let Some(code) = status(&response) {
@@ -1011,6 +1017,7 @@ async fn protocol_garbage_is_refused_and_the_server_keeps_serving() {
                 "{case}: {response}"
             );
         }
+        answers.push(format!("{case}: {}", status(&response).map_or("closed".to_owned(), |c| c.to_string())));
         // The next client is served.
         let next = exchange(
             addr,
@@ -1021,6 +1028,8 @@ async fn protocol_garbage_is_refused_and_the_server_keeps_serving() {
         assert_eq!(status(&next), Some(200), "after {case}: {next}");
         assert!(next.ends_with("{\"id\":1}"), "after {case}: {next}");
     }
+    // What each case got, for the record (`--nocapture`).
+    eprintln!("{}", answers.join("\n"));
     assert_eq!(s.rows(), before);
     let _ = stop.send(());
     server.await.unwrap().unwrap();
