@@ -26,64 +26,68 @@ pub(crate) fn parse_node(raw: &str) -> Option<IpAddr> {
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// The hops of all `X-Forwarded-For` values, left to right.
+/// The hops of all `X-Forwarded-For` values, left to right. Values are read as
+/// bytes: a hop that is not an address (obs-text included) is `None` and does
+/// not hide the hops after it.
 pub(crate) fn x_forwarded_for<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Option<IpAddr>> {
     let mut hops = Vec::new();
     for value in values {
-        let Ok(value) = std::str::from_utf8(value) else {
-            hops.push(None);
-            continue;
-        };
-        for part in value.split(',') {
-            if part.trim().is_empty() {
+        for part in value.split(|&b| b == b',') {
+            if part.trim_ascii().is_empty() {
                 continue;
             }
-            hops.push(parse_node(part));
+            hops.push(std::str::from_utf8(part).ok().and_then(parse_node));
         }
     }
     hops
 }
 
 /// The `for=` nodes of all `Forwarded` values, left to right. An element
-/// without `for=`, or with an obfuscated or `unknown` node, is `None`.
+/// without `for=`, or with an obfuscated, `unknown` or unreadable node, is
+/// `None`.
+///
+/// Elements are split from the right: what a trusted proxy appended stays
+/// readable whatever the client wrote before it (an unterminated quote or
+/// obs-text swallows only the client's own elements).
 pub(crate) fn forwarded<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Option<IpAddr>> {
     let mut hops = Vec::new();
     for value in values {
-        let Ok(value) = std::str::from_utf8(value) else {
-            hops.push(None);
-            continue;
-        };
-        for element in split_outside_quotes(value, ',') {
-            if element.trim().is_empty() {
+        for element in split_from_right(value, b',') {
+            if element.trim_ascii().is_empty() {
                 continue;
             }
-            let node = split_outside_quotes(element, ';').into_iter().find_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                name.trim().eq_ignore_ascii_case("for").then(|| value.trim())
+            let node = split_from_right(element, b';').into_iter().find_map(|pair| {
+                let at = pair.iter().position(|&b| b == b'=')?;
+                let (name, value) = (&pair[..at], &pair[at + 1..]);
+                name.trim_ascii().eq_ignore_ascii_case(b"for").then(|| value.trim_ascii())
             });
-            hops.push(node.and_then(parse_node));
+            hops.push(node.and_then(|node| std::str::from_utf8(node).ok()).and_then(parse_node));
         }
     }
     hops
 }
 
-/// Splits on `sep` except inside double quotes (with `\` escapes).
-fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+/// Splits on `sep` outside double-quoted strings, scanning from the right, and
+/// returns the parts left to right. A quote is escaped by an odd run of `\`
+/// before it. An unterminated quote makes the rest of the value, to its left,
+/// one part; the parts to its right are unaffected.
+fn split_from_right(s: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if quoted && c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
+    let (mut end, mut quoted) = (s.len(), false);
+    for i in (0..s.len()).rev() {
+        let c = s[i];
+        if c == b'"' {
+            let backslashes = s[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+            if !quoted || backslashes % 2 == 0 {
+                quoted = !quoted;
+            }
         } else if c == sep && !quoted {
-            parts.push(&s[start..i]);
-            start = i + c.len_utf8();
+            parts.push(&s[i + 1..end]);
+            end = i;
         }
     }
-    parts.push(&s[start..]);
+    parts.push(&s[..end]);
+    parts.reverse();
     parts
 }
 
@@ -121,6 +125,18 @@ mod tests {
         let hops = forwarded([v.as_slice()].into_iter());
         assert_eq!(hops, vec![None, ip("2001:db8:cafe::17"), ip("192.0.2.60"), ip("198.51.100.17")]);
         assert_eq!(forwarded([b"proto=https".as_slice()].into_iter()), vec![None]);
+    }
+
+    #[test]
+    fn a_clients_garbage_does_not_hide_the_hops_after_it() {
+        let appended = forwarded([b"For=\"198.51.100.6, for=203.0.113.61".as_slice()].into_iter());
+        assert_eq!(appended.last(), Some(&ip("203.0.113.61")));
+        let obs_text = forwarded([b"for=\xff\xfe, for=203.0.113.62".as_slice()].into_iter());
+        assert_eq!(obs_text, vec![None, ip("203.0.113.62")]);
+        let escaped = forwarded([br#"for="a\",b", for=192.0.2.9"#.as_slice()].into_iter());
+        assert_eq!(escaped, vec![None, ip("192.0.2.9")]);
+        let xff = x_forwarded_for([b"\xff\xfe, 203.0.113.60".as_slice()].into_iter());
+        assert_eq!(xff, vec![None, ip("203.0.113.60")]);
     }
 
     proptest! {

@@ -323,14 +323,30 @@ where
 /// The matched route template (`/users/{id}`), from axum's `MatchedPath`:
 /// one budget for a route across all clients, or paired with a client key
 /// `(RouteTemplate, PeerIp::new())` for per-route, per-client limits.
+///
+/// A request that matched no route (the layer is on the whole `Router`, not a
+/// `route_layer`, and the path is unknown) is keyed
+/// [`RouteTemplate::UNMATCHED`]: every unknown path shares that one key, so
+/// spelling a path differently (`/API/x`, `//x`, `%2F`) neither earns a fresh
+/// budget nor grows the key space, and the router still answers its 404.
 #[cfg(feature = "axum")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RouteTemplate;
 
 #[cfg(feature = "axum")]
+impl RouteTemplate {
+    /// The key of a request that matched no route. Not a valid route
+    /// template, so it cannot collide with one.
+    pub const UNMATCHED: &'static str = "<unmatched>";
+}
+
+#[cfg(feature = "axum")]
 impl<B> KeyExtractor<B> for RouteTemplate {
     fn extract(&self, request: &Request<B>) -> Option<String> {
-        request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned())
+        Some(match request.extensions().get::<axum::extract::MatchedPath>() {
+            Some(path) => path.as_str().to_owned(),
+            None => Self::UNMATCHED.to_owned(),
+        })
     }
 }
 
