@@ -122,7 +122,11 @@ impl<V, E> Waiters<V, E> {
                 let Waiters::One(first) = std::mem::replace(self, Waiters::Many(Vec::new())) else {
                     unreachable!("matched One")
                 };
-                *self = Waiters::Many(vec![first, tx]);
+                // Keys repeated within a request are usually repeated a few
+                // times: room for four saves the first regrowths.
+                let mut all = Vec::with_capacity(4);
+                all.extend([first, tx]);
+                *self = Waiters::Many(all);
             }
         }
     }

@@ -53,3 +53,10 @@ fn pool_exhaustion_answers_every_writer() {
 fn soak_memory_stays_bounded() {
     harness::run("soak", soak::memory_stays_bounded);
 }
+
+/// Not a fault: the write path's idempotency key, which the database
+/// scenarios rely on. Quick, on SQLite, always run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_makes_one_row() {
+    database::idempotency_key_makes_one_row().await;
+}

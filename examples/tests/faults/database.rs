@@ -316,3 +316,34 @@ pub async fn pool_exhaustion() {
     assert_eq!(count, created, "a 503 from the pool wait wrote nothing; every 201 is one row");
     app.shutdown().await;
 }
+
+/// The idempotency key behind "rows equal acknowledged writes", on SQLite:
+/// a repeat answers with the first blueprint, another user's key is theirs,
+/// a malformed key is a 400.
+pub async fn idempotency_key_makes_one_row() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("idempotency.sqlite3");
+    let app =
+        blueprint::App::start(config(&[("SQLITE_PATH", db.to_str().expect("a UTF-8 path"))])).await.expect("starts");
+    let client = Client { router: app.router() };
+    let (one, two) = (app.demo_token().to_owned(), app.token_of(2).expect("seeded user 2"));
+    let first = client.send(harness::create_blueprint("k-1", &one, PEER)).await;
+    assert_eq!(first.status, 201, "{}", String::from_utf8_lossy(&first.body));
+    let again = client.send(harness::create_blueprint("k-1", &one, PEER)).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json()["id"], first.json()["id"], "a repeat answers with the first blueprint");
+    assert_eq!(again.header("location"), first.header("location"));
+    let theirs = client.send(harness::create_blueprint("k-1", &two, PEER)).await;
+    assert_eq!(theirs.status, 201);
+    assert_ne!(theirs.json()["id"], first.json()["id"], "keys are per user");
+    let fresh = client.send(harness::create_blueprint("k-2", &one, PEER)).await;
+    assert_ne!(fresh.json()["id"], first.json()["id"]);
+    let stats = client.get("/api/projects/stats/summary").await.json();
+    assert_eq!(stats["blueprints_total"], 1203, "three blueprints made by four creates");
+    for bad in ["", "with space", &"x".repeat(129)] {
+        let mut request = harness::create_blueprint("k-3", &one, PEER);
+        request.headers_mut().insert("idempotency-key", bad.parse().expect("a header value"));
+        assert!(is_problem(&client.send(request).await, 400), "Idempotency-Key {bad:?}");
+    }
+    app.shutdown().await;
+}
