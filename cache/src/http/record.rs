@@ -115,7 +115,9 @@ pub(crate) fn decode(bytes: &Bytes) -> Option<Record> {
     let status = StatusCode::from_u16(meta.status).ok()?;
     let mut headers = HeaderMap::with_capacity(meta.headers.len() + 6);
     for (name, value) in meta.headers {
-        headers.append(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_bytes(value).ok()?);
+        // The value shares the stored bytes: no copy.
+        let value = if value.is_empty() { Bytes::new() } else { bytes.slice_ref(value) };
+        headers.append(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_maybe_shared(value).ok()?);
     }
     let vary = meta.vary.into_iter().map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec))).collect();
     Some(Record { status, headers, vary, body: bytes.slice(end..) })

@@ -289,7 +289,8 @@ fn apply<B>(cfg: &Config, response: &mut Response<B>, mark: Mark<'_>) {
         headers.insert(X_CACHE_KEY.clone(), value);
     }
     headers.insert(header::AGE, HeaderValue::from(mark.age));
-    if let Ok(value) = HeaderValue::from_str(&mark.status) {
+    // From the `String`'s own buffer, not a copy.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(mark.status)) {
         headers.append(CACHE_STATUS.clone(), value);
     }
 }
@@ -491,21 +492,22 @@ where
     B::Error: Send + 'static,
 {
     let shown = plan.show_key.then_some(plan.key.as_str());
-    let mut key = plan.key.clone();
+    let mut variant_key: Option<String> = None;
     let mut inner = inner;
     let mut req = req;
     let mut fwd = "uri-miss";
     // The base key, then (when the stored response varies on headers this
     // request has other values of) the variant's key.
     for variant in [false, true] {
+        let key = variant_key.as_deref().unwrap_or(&plan.key);
         let slot = Slot::new(inner, req);
         let loader = {
             let (cfg, slot, ttl) = (Arc::clone(cfg), Arc::clone(&slot), plan.options.ttl);
             move || load(cfg, slot, ttl)
         };
-        let result = cfg.cache.get_or_load_bytes(&key, &plan.options, loader).await;
+        let result = cfg.cache.get_or_load_bytes(key, &plan.options, loader).await;
         let st = slot.take();
-        let shown_key = if variant { plan.show_key.then_some(key.as_str()) } else { shown };
+        let shown_key = if variant { plan.show_key.then_some(key) } else { shown };
         let hit = match result {
             Ok(hit) => hit,
             Err(err) => {
@@ -554,7 +556,7 @@ where
             }
             Some(rec) if !variant && st.request.is_some() && st.service.is_some() => {
                 let names: Vec<String> = rec.vary.iter().map(|(n, _)| n.clone()).collect();
-                key = vary_key(&plan.key, &record::vary_values(request_headers, &names));
+                variant_key = Some(vary_key(&plan.key, &record::vary_values(request_headers, &names)));
                 fwd = "vary-miss";
                 inner = st.service.expect("checked above");
                 req = st.request.expect("checked above");
@@ -562,7 +564,7 @@ where
             other => {
                 if other.is_none() {
                     // Not a record this version wrote (a rolling deploy): drop it.
-                    let _ = cfg.cache.delete(&key).await;
+                    let _ = cfg.cache.delete(key).await;
                 }
                 return match (st.service, st.request) {
                     (Some(mut service), Some(request)) => {
