@@ -35,7 +35,7 @@ use crate::decision::{Decision, PolicyDecision, Source};
 use crate::error::{BuildError, Error};
 use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
 use crate::quota::{Algorithm, OnStoreError, Policy};
-use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, StoreRequest};
+use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, StoreKey, StoreRequest};
 
 /// A rate limiter: named policies checked together against one store.
 ///
@@ -220,20 +220,21 @@ impl RateLimiter {
         if let Some(decision) = self.decide_now(key, set, cost, op) {
             return Ok(decision);
         }
-        let storage_key = format!("{}{{{}}}", inner.prefix, key);
+        // The blocked-key cache is the limiter's own: the bare key names an entry.
+        let storage_key = StoreKey { prefix: &inner.prefix, key };
         let now = inner.clock.now_micros();
 
         if let Some(blocked) = &inner.blocked {
             if op == Operation::Refund {
-                blocked.remove(&storage_key);
-            } else if let Some(decision) = blocked.get(&storage_key, cost, now) {
+                blocked.remove(key);
+            } else if let Some(decision) = blocked.get(key, cost, now) {
                 inner.metrics.blocked_hit();
                 record(&decision, set);
                 return Ok(decision);
             }
         }
 
-        let request = StoreRequest { key: &storage_key, policies, cost, op };
+        let request = StoreRequest { key: storage_key, policies, cost, op };
         let permit = inner.breaker.permit(now);
         let result = match permit {
             Permit::Skip => Err(None),
@@ -275,11 +276,11 @@ impl RateLimiter {
                         .collect(),
                 );
                 if let (Operation::Consume, false, Some(blocked)) = (op, decision.allowed, &inner.blocked) {
-                    blocked.insert(&storage_key, cost, now, &decision);
+                    blocked.insert(key, cost, now, &decision);
                 }
                 decision
             }
-            Err(error) => self.fallback(&storage_key, set, cost, op, error)?,
+            Err(error) => self.fallback(storage_key, set, cost, op, error)?,
         };
         if op == Operation::Consume {
             record(&decision, set);
@@ -302,20 +303,13 @@ impl RateLimiter {
     fn decide_now(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Option<Decision> {
         let policies = &*set.policies;
         thread_local! {
-            static SCRATCH: std::cell::RefCell<(String, Vec<Outcome>)> = const {
-                std::cell::RefCell::new((String::new(), Vec::new()))
-            };
+            static SCRATCH: std::cell::RefCell<Vec<Outcome>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let inner = &*self.inner;
         let decision = SCRATCH.with(|scratch| {
             let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
-            let (storage_key, outcomes) = &mut *scratch;
-            storage_key.clear();
-            storage_key.push_str(&inner.prefix);
-            storage_key.push('{');
-            storage_key.push_str(key);
-            storage_key.push('}');
-            let request = StoreRequest { key: storage_key, policies, cost, op };
+            let outcomes = &mut *scratch;
+            let request = StoreRequest { key: StoreKey { prefix: &inner.prefix, key }, policies, cost, op };
             if !inner.store.apply_now(request, outcomes) || outcomes.len() != policies.len() {
                 return None;
             }
@@ -348,7 +342,7 @@ impl RateLimiter {
     /// Decides without the store, policy by policy, as each is configured.
     fn fallback(
         &self,
-        storage_key: &str,
+        storage_key: StoreKey<'_>,
         set: &PolicySet,
         cost: u64,
         op: Operation,

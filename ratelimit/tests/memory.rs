@@ -142,3 +142,99 @@ async fn invalid_configuration_and_keys_are_refused() {
     let l = RateLimiter::builder("rl:").policy(Policy::new("p", Quota::per_second(nz(1)))).build().unwrap();
     assert_eq!(l.check("").await.unwrap_err().kind(), ErrorKind::InvalidKey);
 }
+
+/// Runs `f` on `threads` OS threads at once and sums what they return.
+fn on_threads(threads: usize, f: impl Fn(usize) -> u64 + Send + Sync) -> u64 {
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, start) = (&f, &start);
+                s.spawn(move || {
+                    start.wait();
+                    f(t)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+#[test]
+fn threads_hammering_one_key_get_exactly_the_quota() {
+    let clock = FakeClock::new();
+    let l = limiter(
+        &clock,
+        vec![Policy::new("minute", Quota::per_minute(nz(100))), Policy::new("day", Quota::per_day(nz(150)))],
+    );
+    let allowed =
+        on_threads(8, |_| (0..1_000).filter(|_| ready(l.check("one-key")).unwrap().is_allowed()).count() as u64);
+    assert_eq!(allowed, 100);
+    // Refused requests consumed nothing from "day".
+    let d = ready(l.peek("one-key", nz(1))).unwrap();
+    assert_eq!(d.policies()[1].remaining(), 50);
+}
+
+#[test]
+fn threads_with_weights_and_a_moving_clock_never_exceed_the_quota() {
+    let clock = FakeClock::new();
+    // 10 units per second, burst 10: one unit per 100 ms.
+    let l = limiter(&clock, vec![Policy::new("p", Quota::per_second(nz(10)))]);
+    let ticks = 50u64;
+    let units = on_threads(5, |t| {
+        if t == 0 {
+            // The clock moves while the others hammer: 50 × 100 ms refills 50 units.
+            for _ in 0..ticks {
+                std::thread::yield_now();
+                clock.advance(Duration::from_millis(100));
+            }
+            return 0;
+        }
+        let cost = nz(t as u32); // 1, 2, 3, 4 units
+        let mut granted = 0;
+        for _ in 0..2_000 {
+            if ready(l.check_n("one-key", cost)).unwrap().is_allowed() {
+                granted += u64::from(cost.get());
+            }
+        }
+        granted
+    });
+    // GCRA never grants more than the burst plus what the elapsed time refilled.
+    assert!(units <= 10 + ticks, "{units} units granted, at most {} possible", 10 + ticks);
+    assert!(units >= 10, "the burst is granted: {units}");
+}
+
+/// Polls a future the in-memory limiter completes at once.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the in-memory limiter never waits"),
+    }
+}
+
+#[tokio::test]
+async fn limiters_sharing_a_memory_store_keep_their_keys_apart() {
+    let clock = FakeClock::new();
+    let store = brisk_ratelimit::store::MemoryStore::with_clock(clock.clone());
+    let build = |prefix: &str| {
+        RateLimiter::builder(prefix)
+            .policy(Policy::new("p", Quota::per_minute(nz(1))))
+            .store(store.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    // The same user key under two prefixes, and keys that only differ around the braces.
+    let (a, b, ab) = (build("rl:a:"), build("rl:b:"), build("rl:a"));
+    assert!(a.check("k").await.unwrap().is_allowed());
+    assert!(b.check("k").await.unwrap().is_allowed());
+    assert!(ab.check("k").await.unwrap().is_allowed());
+    assert!(a.check("{k}").await.unwrap().is_allowed());
+    assert!(!a.check("k").await.unwrap().is_allowed());
+    assert!(!b.check("k").await.unwrap().is_allowed());
+    assert_eq!(store.len(), 4);
+    a.refund("k", nz(1)).await.unwrap();
+    assert!(a.check("k").await.unwrap().is_allowed());
+    assert!(!b.check("k").await.unwrap().is_allowed());
+}

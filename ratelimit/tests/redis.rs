@@ -115,7 +115,7 @@ async fn one_round_trip_per_decision_also_with_two_policies() {
         Some(store(&redis).await),
         vec![Policy::new("minute", Quota::per_minute(nz(100))), Policy::new("day", Quota::per_day(nz(5_000)))],
     );
-    l.check("warm").await.unwrap(); // loads the script (NOSCRIPT, SCRIPT LOAD, EVALSHA)
+    l.check("warm").await.unwrap(); // caches the script (NOSCRIPT, then EVAL)
     let before = command_calls(&mut con).await;
     for i in 0..50 {
         assert!(l.check(&format!("client-{}", i % 5)).await.unwrap().is_allowed());

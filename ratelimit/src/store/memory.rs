@@ -4,17 +4,21 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Operation, Store, StoreError, StoreFuture, StoreRequest, sealed};
+use super::{Operation, Store, StoreError, StoreFuture, StoreKey, StoreRequest, sealed};
 use crate::algorithm::{self, Outcome, Params, State};
 use crate::clock::{Clock, SystemClock};
+use crate::quota::Policy;
 
 /// Counters in process memory: for a single instance, tests, and the
 /// fallback when Redis fails. Runs the same algorithms as the Redis script.
 ///
 /// Sharded maps behind short mutexes, each key hashed once (SipHash with a
-/// random key, so clients cannot aim collisions); a key's state is forgotten
+/// random key, so clients cannot aim collisions) and looked up once per
+/// decision, with no allocation but a new key's; a key's state is forgotten
 /// once its quota is whole again, swept incrementally (amortised O(1) per
-/// call). Clones share the counters.
+/// call). A decision holds its shard's lock from read to write, so one key
+/// never admits more than its quota however many threads share it. Clones
+/// share the counters.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -31,9 +35,11 @@ struct Inner {
 /// the rare keys sharing a hash share a bucket and are told apart by name.
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<u64, Vec<Entry>, BuildHasherDefault<HashIsKey>>,
+    map: Map,
     ops_since_sweep: usize,
 }
+
+type Map = HashMap<u64, Bucket, BuildHasherDefault<HashIsKey>>;
 
 /// Feeds an already-hashed `u64` through unchanged.
 #[derive(Debug, Default)]
@@ -86,7 +92,7 @@ impl MemoryStore {
 
     /// Keys currently holding state (approximate: expired keys not yet swept count).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().map.values().map(Vec::len).sum::<usize>()).sum()
+        self.inner.shards.iter().map(|s| s.lock().map.values().map(Bucket::len).sum::<usize>()).sum()
     }
 
     /// Whether no key holds state.
@@ -103,53 +109,72 @@ impl MemoryStore {
     fn decide_into(&self, request: StoreRequest<'_>, outcomes: &mut Vec<Outcome>) {
         outcomes.clear();
         let now = self.inner.clock.now_micros();
-        let hash = self.inner.hasher.hash_one(request.key);
+        // The bare key is hashed (the prefix is the same for most keys of a
+        // store); entries compare whole `prefix{key}` names.
+        let hash = self.inner.hasher.hash_one(request.key.key);
         // The high bits pick the shard; the map uses the whole hash.
         let shard_index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
         let mut shard = self.inner.shards[shard_index].lock();
         shard.sweep(now);
+        let map = &mut shard.map;
 
-        let stored = shard.map.get(&hash).and_then(|b| b.iter().find(|e| &*e.key == request.key));
-        let state_of = |name: &Arc<str>| stored.and_then(|e| e.state(name));
+        // One lookup: the entry is read, and written in place when admitted.
+        let mut stored = map.get_mut(&hash).and_then(|b| b.find_mut(&request.key));
         if request.op == Operation::Refund {
-            let mut refunded = Vec::with_capacity(request.policies.len());
+            let Some(entry) = stored else {
+                for policy in request.policies {
+                    outcomes.push(algorithm::evaluate(Params::from_policy(policy), None, now, 0).outcome);
+                }
+                return;
+            };
             for policy in request.policies {
                 let params = Params::from_policy(policy);
-                let state = algorithm::refund(params, state_of(&policy.name), now, request.cost);
+                let state = algorithm::refund(params, entry.state(&policy.name), now, request.cost);
                 outcomes.push(algorithm::evaluate(params, state, now, 0).outcome);
-                refunded.push(state);
-            }
-            if stored.is_some() {
-                let bucket = shard.map.get_mut(&hash).expect("the bucket was just read");
-                if let Some(i) = bucket.iter().position(|e| &*e.key == request.key) {
-                    let entry = &mut bucket[i];
-                    for (policy, state) in request.policies.iter().zip(refunded) {
-                        entry.states.retain(|(n, _)| **n != *policy.name);
-                        if let Some(state) = state {
-                            entry.states.push((policy.name.clone(), state));
-                        }
-                    }
-                    if entry.states.is_empty() {
-                        bucket.swap_remove(i);
-                    }
+                entry.states.retain(|(n, _)| **n != *policy.name);
+                if let Some(state) = state {
+                    entry.states.push((policy.name.clone(), state));
                 }
-                if bucket.is_empty() {
-                    shard.map.remove(&hash);
+            }
+            if entry.states.is_empty() {
+                let bucket = map.get_mut(&hash).expect("the entry was just found");
+                if bucket.remove(&request.key) {
+                    map.remove(&hash);
                 }
             }
             return;
         }
 
+        // The common case, one policy: evaluated once, stored from the same evaluation.
+        if let [policy] = request.policies {
+            let params = Params::from_policy(policy);
+            let e =
+                algorithm::evaluate(params, stored.as_deref().and_then(|e| e.state(&policy.name)), now, request.cost);
+            outcomes.push(e.outcome);
+            if e.outcome.allowed && request.op == Operation::Consume {
+                match stored {
+                    Some(entry) => entry.store(policy, e.next, e.expires_at),
+                    None => insert(map, hash, &request.key, std::slice::from_ref(policy)).store(
+                        policy,
+                        e.next,
+                        e.expires_at,
+                    ),
+                }
+            }
+            return;
+        }
+
+        let state_of = |stored: &Option<&mut Entry>, name: &Arc<str>| stored.as_deref().and_then(|e| e.state(name));
         for policy in request.policies {
             let params = Params::from_policy(policy);
-            outcomes.push(algorithm::evaluate(params, state_of(&policy.name), now, request.cost).outcome);
+            outcomes.push(algorithm::evaluate(params, state_of(&stored, &policy.name), now, request.cost).outcome);
         }
         if !outcomes.iter().all(|o| o.allowed) {
             // Nothing is charged: policies that would admit report their untouched state.
             for (policy, outcome) in request.policies.iter().zip(outcomes.iter_mut()) {
                 if outcome.allowed {
                     let params = Params::from_policy(policy);
-                    *outcome = algorithm::evaluate(params, state_of(&policy.name), now, 0).outcome;
+                    *outcome = algorithm::evaluate(params, state_of(&stored, &policy.name), now, 0).outcome;
                 }
             }
             return;
@@ -157,33 +182,91 @@ impl MemoryStore {
         if request.op != Operation::Consume {
             return;
         }
-        let bucket = shard.map.entry(hash).or_default();
-        let entry = match bucket.iter().position(|e| &*e.key == request.key) {
-            Some(i) => &mut bucket[i],
-            None => {
-                bucket.push(Entry {
-                    key: request.key.into(),
-                    states: Vec::with_capacity(request.policies.len()),
-                    expires_at: 0,
-                });
-                bucket.last_mut().expect("just pushed")
-            }
+        let entry = match stored.take() {
+            Some(entry) => entry,
+            None => insert(map, hash, &request.key, request.policies),
         };
         for policy in request.policies {
             let params = Params::from_policy(policy);
             let e = algorithm::evaluate(params, entry.state(&policy.name), now, request.cost);
-            entry.expires_at = entry.expires_at.max(e.expires_at);
-            match entry.states.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &policy.name) || **n == *policy.name) {
-                Some(slot) => slot.1 = e.next,
-                None => entry.states.push((policy.name.clone(), e.next)),
+            entry.store(policy, e.next, e.expires_at);
+        }
+    }
+}
+
+/// Adds a key without state (the caller stores its states at once).
+fn insert<'m>(map: &'m mut Map, hash: u64, key: &StoreKey<'_>, policies: &[Policy]) -> &'m mut Entry {
+    let entry =
+        Entry { key: key.with_suffix("").into_boxed_str(), states: Vec::with_capacity(policies.len()), expires_at: 0 };
+    match map.entry(hash) {
+        std::collections::hash_map::Entry::Occupied(bucket) => bucket.into_mut().push(entry),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            &mut slot.insert(Bucket { first: entry, others: Vec::new() }).first
+        }
+    }
+}
+
+/// The keys sharing one 64-bit hash: almost always exactly one, kept inline.
+#[derive(Debug)]
+struct Bucket {
+    first: Entry,
+    others: Vec<Entry>,
+}
+
+impl Bucket {
+    fn find_mut(&mut self, key: &StoreKey<'_>) -> Option<&mut Entry> {
+        if key.is(&self.first.key) {
+            return Some(&mut self.first);
+        }
+        self.others.iter_mut().find(|e| key.is(&e.key))
+    }
+
+    fn push(&mut self, entry: Entry) -> &mut Entry {
+        self.others.push(entry);
+        self.others.last_mut().expect("just pushed")
+    }
+
+    /// Removes `key`; `true` when the bucket is left empty.
+    fn remove(&mut self, key: &StoreKey<'_>) -> bool {
+        if key.is(&self.first.key) {
+            match self.others.pop() {
+                Some(last) => self.first = last,
+                None => return true,
+            }
+        } else {
+            self.others.retain(|e| !key.is(&e.key));
+        }
+        false
+    }
+
+    /// Keeps the entries alive at `now`; `true` when the bucket is left empty.
+    fn sweep(&mut self, now: u64) -> bool {
+        self.others.retain(|e| e.expires_at > now);
+        if self.first.expires_at <= now {
+            match self.others.pop() {
+                Some(last) => self.first = last,
+                None => return true,
             }
         }
+        false
+    }
+
+    fn len(&self) -> usize {
+        1 + self.others.len()
     }
 }
 
 impl Entry {
     fn state(&self, name: &Arc<str>) -> Option<State> {
         self.states.iter().find(|(n, _)| Arc::ptr_eq(n, name) || **n == **name).map(|(_, s)| *s)
+    }
+
+    fn store(&mut self, policy: &Policy, state: State, expires_at: u64) {
+        self.expires_at = self.expires_at.max(expires_at);
+        match self.states.iter_mut().find(|(n, _)| Arc::ptr_eq(n, &policy.name) || **n == *policy.name) {
+            Some(slot) => slot.1 = state,
+            None => self.states.push((policy.name.clone(), state)),
+        }
     }
 }
 
@@ -199,10 +282,7 @@ impl Shard {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep > self.map.len().max(64) {
             self.ops_since_sweep = 0;
-            self.map.retain(|_, bucket| {
-                bucket.retain(|e| e.expires_at > now);
-                !bucket.is_empty()
-            });
+            self.map.retain(|_, bucket| !bucket.sweep(now));
         }
     }
 }

@@ -43,11 +43,46 @@ pub(crate) enum Operation {
     Refund,
 }
 
+/// A limiter's key in a store: `prefix{key}`, kept in its two parts so the
+/// in-memory store needs no string built per decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreKey<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) key: &'a str,
+}
+
+impl StoreKey<'_> {
+    /// The length of `prefix{key}`.
+    pub(crate) fn len(&self) -> usize {
+        self.prefix.len() + self.key.len() + 2
+    }
+
+    /// Whether `stored` is `prefix{key}`.
+    pub(crate) fn is(&self, stored: &str) -> bool {
+        stored.len() == self.len()
+            && stored.as_bytes()[self.prefix.len()] == b'{'
+            && stored.ends_with('}')
+            && stored.starts_with(self.prefix)
+            && &stored[self.prefix.len() + 1..stored.len() - 1] == self.key
+    }
+
+    /// `prefix{key}` followed by `suffix`.
+    pub(crate) fn with_suffix(&self, suffix: &str) -> String {
+        let mut s = String::with_capacity(self.len() + suffix.len());
+        s.push_str(self.prefix);
+        s.push('{');
+        s.push_str(self.key);
+        s.push('}');
+        s.push_str(suffix);
+        s
+    }
+}
+
 /// One call to a store.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreRequest<'a> {
     /// `prefix{key}`; the store appends `:policy` per policy.
-    pub(crate) key: &'a str,
+    pub(crate) key: StoreKey<'a>,
     pub(crate) policies: &'a [Policy],
     pub(crate) cost: u64,
     pub(crate) op: Operation,

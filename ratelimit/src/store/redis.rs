@@ -8,13 +8,16 @@ use redis::{RedisError, Script};
 use super::{Operation, Store, StoreError, StoreErrorKind, StoreFuture, StoreRequest, sealed};
 use crate::algorithm::{Outcome, Params};
 
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("limiter.lua")));
+const SOURCE: &str = include_str!("limiter.lua");
+
+/// Kept for the script's SHA-1.
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 
 /// Counters in Redis (a single server or Redis Cluster), shared by every
 /// instance of a fleet.
 ///
-/// Every decision is **one** `EVALSHA` of one Lua script (loaded again on
-/// `NOSCRIPT`) that reads Redis `TIME` and decides all of a request's
+/// Every decision is **one** `EVALSHA` of one Lua script (sent again by
+/// `EVAL` on `NOSCRIPT`) that reads Redis `TIME` and decides all of a request's
 /// policies atomically. The policies' keys are `prefix{key}:policy`, one hash
 /// tag, so the script runs on Redis Cluster. Every call is bounded by a
 /// timeout (default 100 ms). Clones share one multiplexed connection.
@@ -148,28 +151,15 @@ impl Store for RedisStore {
 impl sealed::Backend for RedisStore {
     fn apply<'a>(&'a self, request: StoreRequest<'a>) -> StoreFuture<'a> {
         Box::pin(async move {
-            let mut invocation = SCRIPT.prepare_invoke();
-            for policy in request.policies {
-                invocation.key(format!("{}:{}", request.key, policy.name));
-            }
-            let op = match request.op {
-                Operation::Consume => 0,
-                Operation::Peek => 1,
-                Operation::Refund => 2,
-            };
-            invocation.arg(op).arg(request.cost);
-            for policy in request.policies {
-                let (algo, a, b) = match Params::from_policy(policy) {
-                    Params::Gcra { t, burst } => (1, t, burst),
-                    Params::FixedWindow { limit, window } => (2, limit, window),
-                    Params::SlidingWindow { limit, window } => (3, limit, window),
-                };
-                invocation.arg(algo).arg(a).arg(b);
-            }
             let call = async {
-                match &self.connection {
-                    Connection::Single(c) => invocation.invoke_async::<Vec<i64>>(&mut c.clone()).await,
-                    Connection::Cluster(c) => invocation.invoke_async::<Vec<i64>>(&mut c.clone()).await,
+                // EVALSHA; on NOSCRIPT (a restarted or flushed server), EVAL with
+                // the source, which also caches the script on that node (on
+                // Redis Cluster: the node that owns the keys' slot).
+                match self.query(&command("EVALSHA", SCRIPT.get_hash().as_bytes(), &request)).await {
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        self.query(&command("EVAL", SOURCE.as_bytes(), &request)).await
+                    }
+                    reply => reply,
                 }
             };
             let reply = match tokio::time::timeout(self.timeout, call).await {
@@ -185,6 +175,49 @@ impl sealed::Backend for RedisStore {
             parse(&reply, request.policies.len())
         })
     }
+}
+
+impl RedisStore {
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Vec<i64>, RedisError> {
+        match &self.connection {
+            Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// The script call for `request`, built in one buffer: `EVALSHA sha n keys… op cost (algo a b)…`.
+fn command(name: &str, script: &[u8], request: &StoreRequest<'_>) -> redis::Cmd {
+    let policies = request.policies;
+    let key_bytes = policies.iter().map(|p| request.key.len() + 1 + p.name.len()).sum::<usize>();
+    let mut cmd =
+        redis::Cmd::with_capacity(5 + 4 * policies.len(), script.len() + key_bytes + 24 * policies.len() + 32);
+    cmd.arg(name).arg(script).arg(policies.len());
+    let mut key = String::with_capacity(request.key.len() + 32);
+    for policy in policies {
+        key.clear();
+        key.push_str(request.key.prefix);
+        key.push('{');
+        key.push_str(request.key.key);
+        key.push_str("}:");
+        key.push_str(&policy.name);
+        cmd.arg(key.as_str());
+    }
+    let op = match request.op {
+        Operation::Consume => 0,
+        Operation::Peek => 1,
+        Operation::Refund => 2,
+    };
+    cmd.arg(op).arg(request.cost);
+    for policy in policies {
+        let (algo, a, b) = match Params::from_policy(policy) {
+            Params::Gcra { t, burst } => (1, t, burst),
+            Params::FixedWindow { limit, window } => (2, limit, window),
+            Params::SlidingWindow { limit, window } => (3, limit, window),
+        };
+        cmd.arg(algo).arg(a).arg(b);
+    }
+    cmd
 }
 
 #[cfg(test)]
