@@ -60,7 +60,7 @@ impl BlockedKeys {
         if cost < entry.cost {
             return None;
         }
-        let elapsed = Duration::from_micros(now - entry.decided_at);
+        let elapsed = Duration::from_micros(now.saturating_sub(entry.decided_at));
         let mut decision = entry.decision.clone();
         for p in decision.policies.iter_mut() {
             p.reset_after = p.reset_after.saturating_sub(elapsed);

@@ -26,10 +26,11 @@ pub trait Clock: Debug + Send + Sync + 'static {
 }
 
 /// Wall-clock microseconds since the Unix epoch, made monotonic: the wall
-/// clock is read once at creation, and time advances by the CPU's invariant
-/// time-stamp counter (through `quanta`, as governor does; the OS monotonic
-/// clock where there is none), a few nanoseconds per read instead of a
-/// `clock_gettime`.
+/// clock is read once at creation, and time advances by the CPU's time-stamp
+/// counter (through `quanta`, as governor does), a few nanoseconds per read
+/// instead of a `clock_gettime`. `quanta` uses the counter only where it is
+/// invariant (constant rate, synchronised across cores) and the OS monotonic
+/// clock elsewhere.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
     clock: quanta::Clock,
