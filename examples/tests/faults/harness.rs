@@ -14,7 +14,7 @@ use crate::common::{Client, Reply};
 
 /// The variable that turns the suite on.
 pub const FLAG: &str = "BRISK_FAULTS";
-/// How long the soak runs (`10m`, `90s`); two minutes when unset.
+/// How long the soak churns after its warm-up (`10m`, `90s`); two minutes when unset.
 pub const SOAK_VAR: &str = "BRISK_SOAK";
 
 /// Scenarios kill and freeze servers, load both cores and measure the
