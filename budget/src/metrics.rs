@@ -1,6 +1,6 @@
 //! RED metrics and budget violations on a prometheus-client registry.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -111,6 +111,7 @@ impl RedMetrics {
             duration: self.duration.get_or_create(labels).clone(),
             active: self.active.get_or_create(labels).clone(),
             body_size: self.body_size.get_or_create(labels).clone(),
+            first_status: OnceLock::new(),
             requests: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             families: self.clone(),
@@ -125,6 +126,9 @@ pub(crate) struct RouteMetrics {
     duration: Histogram,
     pub(crate) active: Gauge,
     body_size: Histogram,
+    /// The counter of the first status seen, read without a lock: most
+    /// requests of a route end with the same status.
+    first_status: OnceLock<(Option<u16>, Counter)>,
     requests: Mutex<Vec<(Option<u16>, Counter)>>,
     violations: Mutex<Vec<(String, Counter)>>,
     families: RedMetrics,
@@ -134,8 +138,17 @@ impl RouteMetrics {
     pub(crate) fn observe(&self, status: Option<u16>, seconds: f64, body_bytes: u64) {
         self.duration.observe(seconds);
         self.body_size.observe(body_bytes as f64);
+        if let Some((first, counter)) = self.first_status.get()
+            && *first == status
+        {
+            counter.inc();
+            return;
+        }
         let mut requests = self.requests.lock();
-        if let Some((_, counter)) = requests.iter().find(|(s, _)| *s == status) {
+        // The first status may have been set while this waited for the lock.
+        if let Some((_, counter)) =
+            self.first_status.get().into_iter().chain(requests.iter()).find(|(s, _)| *s == status)
+        {
             counter.inc();
             return;
         }
@@ -146,6 +159,11 @@ impl RouteMetrics {
         };
         let counter = self.families.requests.get_or_create(&labels).clone();
         counter.inc();
+        // Under the lock, so the first status is set once and never listed twice.
+        if self.first_status.get().is_none() {
+            let _ = self.first_status.set((status, counter));
+            return;
+        }
         requests.push((status, counter));
     }
 
