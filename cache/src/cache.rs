@@ -218,6 +218,35 @@ impl<C: Codec> TieredCache<C> {
         self.get_or_load_core(key, options, loader, &|b: &Bytes| Ok::<_, CodecError>(b.clone())).await
     }
 
+    /// The HTTP layer's fast path: the entry under `key` when this process's
+    /// L1 holds it valid (same generation and tombstone check as every read)
+    /// and fresh, with whether an early refresh is due. Counts nothing and
+    /// never looks at Redis: on `None` the caller goes through
+    /// [`get_or_load_bytes`](Self::get_or_load_bytes), which counts; when the
+    /// caller answers from the returned hit it calls
+    /// [`count_l1_hit`](Self::count_l1_hit).
+    #[cfg(feature = "http")]
+    pub(crate) async fn l1_fresh(&self, key: &str) -> Option<(Hit<Bytes>, bool)> {
+        let inner = &self.inner;
+        inner.trusted()?;
+        let entry = inner.l1.get(key).await?;
+        let now = inner.now();
+        if now >= entry.env.fresh_until_ms()
+            || inner.gens.check(key, entry.env.stamps(), now) != crate::gens::Check::Valid
+        {
+            return None;
+        }
+        let refresh = inner.wants_early_refresh(&entry.env, now);
+        Some((hit_from(&entry.env, crate::hit::Tier::L1, now, false), refresh))
+    }
+
+    /// Counts a read answered from [`l1_fresh`](Self::l1_fresh)'s hit as an
+    /// L1 hit, as [`get_or_load_bytes`](Self::get_or_load_bytes) would.
+    #[cfg(feature = "http")]
+    pub(crate) fn count_l1_hit(&self) {
+        self.inner.counters.hit(crate::hit::Tier::L1);
+    }
+
     // ----- invalidation ----------------------------------------------------
 
     /// Deletes `key` in both tiers and in every instance's L1. A load of the

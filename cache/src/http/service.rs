@@ -399,7 +399,32 @@ where
     } else if plan.revalidate {
         revalidate(&cfg, inner, req, &plan, &conditions).await
     } else {
-        lookup(&cfg, inner, req, &plan, &conditions).await
+        // The fast path: a fresh, valid entry in this process's L1 answers
+        // without the loader's bookkeeping. Anything else (a miss, L2, stale,
+        // an early refresh due) goes through `get_or_load_bytes`.
+        let mut start = None;
+        if let Some((hit, refresh)) = cfg.cache.l1_fresh(&plan.key).await
+            && let Some(rec) = record::decode(hit.value())
+        {
+            if record::vary_matches(req.headers(), &rec.vary) {
+                if !refresh {
+                    cfg.cache.count_l1_hit();
+                    let key = plan.show_key.then_some(plan.key.as_str());
+                    let mark =
+                        Mark { x_cache: XCache::Hit, age: hit.age().as_secs(), status: hit_status(&cfg, &hit), key };
+                    return Ok(from_record(&cfg, rec, false, &conditions, mark));
+                }
+            } else {
+                // The entry varies and this request has other values: the
+                // base key's read counts as the L1 hit it is, and the
+                // variant is looked up directly, so an early refresh of the
+                // base key never takes this request from it.
+                cfg.cache.count_l1_hit();
+                let names: Vec<String> = rec.vary.iter().map(|(n, _)| n.clone()).collect();
+                start = Some(vary_key(&plan.key, &record::vary_values(req.headers(), &names)));
+            }
+        }
+        lookup(&cfg, inner, req, &plan, &conditions, start).await
     }
 }
 
@@ -481,6 +506,7 @@ async fn lookup<S, Q, B>(
     req: Request<Q>,
     plan: &Plan,
     conditions: &HeaderMap,
+    start: Option<String>,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
     S: Service<Request<Q>, Response = Response<B>> + Send + 'static,
@@ -492,13 +518,18 @@ where
     B::Error: Send + 'static,
 {
     let shown = plan.show_key.then_some(plan.key.as_str());
-    let mut variant_key: Option<String> = None;
+    let first = start.is_some();
+    let mut fwd = if first { "vary-miss" } else { "uri-miss" };
+    let mut variant_key: Option<String> = start;
     let mut inner = inner;
     let mut req = req;
-    let mut fwd = "uri-miss";
     // The base key, then (when the stored response varies on headers this
-    // request has other values of) the variant's key.
+    // request has other values of) the variant's key. `start`: the caller
+    // already knows the variant's key.
     for variant in [false, true] {
+        if first && !variant {
+            continue;
+        }
         let key = variant_key.as_deref().unwrap_or(&plan.key);
         let slot = Slot::new(inner, req);
         let loader = {
