@@ -59,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) counters: Arc<Counters>,
     /// `Cache-Status` values for bypasses, built once.
     pub(crate) bypass_status: Arc<[HeaderValue; super::service::BYPASS_REASONS.len()]>,
+    /// Decoded records of recent hits.
+    pub(crate) memo: Arc<super::record::Memo>,
 }
 
 impl fmt::Debug for CacheLayer {
@@ -105,6 +107,7 @@ impl CacheLayer {
                 bypass_status: Arc::new(super::service::bypass_statuses(&name)),
                 name,
                 counters: Arc::default(),
+                memo: Arc::default(),
             }),
         }
     }

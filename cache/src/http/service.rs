@@ -428,7 +428,7 @@ where
         // an early refresh due) goes through `get_or_load_bytes`.
         let mut start = None;
         if let Some((hit, refresh)) = cfg.cache.l1_fresh(&plan.key).await
-            && let Some(rec) = record::decode(hit.value())
+            && let Some(rec) = cfg.memo.decode(hit.value())
         {
             if record::vary_matches(req.headers(), &rec.vary) {
                 if !refresh {
