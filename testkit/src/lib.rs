@@ -42,7 +42,8 @@
 //!
 //! Locally started servers can be killed, started again on the same port, frozen
 //! (`SIGSTOP`) and thawed, for failure tests: see [`Redis::kill`],
-//! [`Redis::freeze`], [`Postgres::restart`] and [`PgBouncer::restart`].
+//! [`Redis::freeze`], [`Postgres::restart`], [`PgBouncer::stop`] and
+//! [`PgBouncer::restart`].
 
 mod docker;
 mod error;

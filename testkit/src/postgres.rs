@@ -616,18 +616,45 @@ impl PgBouncer {
     ///
     /// When PgBouncer was not started from a local binary, or did not come back.
     pub async fn restart(&mut self) -> Result<(), Error> {
+        self.stop()?;
+        self.start().await
+    }
+
+    /// Stops PgBouncer at once: its clients are disconnected and new ones are
+    /// refused until [`PgBouncer::start`], so an outage lasts as long as a
+    /// test wants.
+    ///
+    /// # Errors
+    ///
+    /// When PgBouncer was not started from a local binary.
+    pub fn stop(&mut self) -> Result<(), Error> {
+        self.local("stop")?.stop(Duration::from_secs(10));
+        Ok(())
+    }
+
+    /// Starts PgBouncer again on the same port and waits until its admin
+    /// console answers.
+    ///
+    /// # Errors
+    ///
+    /// When PgBouncer was not started from a local binary, or did not come back.
+    pub async fn start(&mut self) -> Result<(), Error> {
         let admin = self.admin_url();
-        let Backend::Local(process) = &mut self.backend else {
-            return Err(Error::unsupported(
-                "pgbouncer",
-                format!("restart needs a locally started PgBouncer, this one is from the {}", self.source),
-            ));
-        };
-        process.stop(Duration::from_secs(10));
+        let process = self.local("start")?;
         process.restart().map_err(|e| Error::failed("pgbouncer", e.to_string()))?;
         wait_until_ready(process, START_TIMEOUT, || show_version(&admin))
             .await
             .map_err(|e| Error::failed("pgbouncer", e))
+    }
+
+    fn local(&mut self, action: &str) -> Result<&mut Process, Error> {
+        match &mut self.backend {
+            Backend::Local(process) => Ok(process),
+            _ => Err(Error::unsupported(
+                "pgbouncer",
+                format!("{action} needs a locally started PgBouncer, this one is from the {}", self.source),
+            )),
+        }
     }
 }
 
