@@ -328,10 +328,15 @@ pub(crate) async fn ping(url: &str) -> Result<(), String> {
 /// every node to report the cluster healthy.
 async fn form_cluster(nodes: &[(u16, u16)]) -> Result<(), String> {
     const SLOTS: u32 = 16384;
+    // redis-rs answers "timed out" after 500 ms by default; a busy machine
+    // (a CI run, parallel builds) can take longer to assign 5,000 slots.
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
     let mut conns = Vec::new();
     for (port, _) in nodes {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
-        conns.push(client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?);
+        conns.push(client.get_multiplexed_async_connection_with_config(&patient).await.map_err(|e| e.to_string())?);
     }
     let count = u32::try_from(nodes.len()).map_err(|e| e.to_string())?;
     for (i, conn) in (0u32..).zip(conns.iter_mut()) {
@@ -359,7 +364,11 @@ async fn form_cluster(nodes: &[(u16, u16)]) -> Result<(), String> {
         let mut healthy = true;
         let mut last = String::new();
         for conn in &mut conns {
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(conn).await.map_err(|e| e.to_string())?;
+            // A node too busy to answer now is asked again until the deadline.
+            let info: String = match redis::cmd("CLUSTER").arg("INFO").query_async(conn).await {
+                Ok(info) => info,
+                Err(e) => e.to_string(),
+            };
             let ok = info.contains("cluster_state:ok")
                 && info.contains(&format!("cluster_known_nodes:{}", nodes.len()))
                 && info.contains("cluster_slots_ok:16384");
