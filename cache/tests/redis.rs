@@ -164,7 +164,13 @@ fn arbitrary_bytes_in_l2_are_misses() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let Some((_redis, b)) = rt.block_on(backend()) else { return };
     let prefix = brisk_testkit::unique_name("bc");
-    let (cache, raw) = rt.block_on(async { (b.cache(&prefix).await, tokio::sync::Mutex::new(b.raw().await)) });
+    // Every case must reach the decoder (the count below): a patient timeout,
+    // so a busy machine cannot turn a read into a timed-out miss instead.
+    let (cache, raw) = rt.block_on(async {
+        let cache = b.builder(&prefix).redis_timeout(Duration::from_secs(5)).build().unwrap();
+        suite::ready(&cache).await;
+        (cache, tokio::sync::Mutex::new(b.raw().await))
+    });
     let mut runner = TestRunner::new(Config { cases: 128, ..Config::default() });
     let strategy = proptest::collection::vec(any::<u8>(), 0..300).prop_map(|mut v| {
         // Half of the cases start like an envelope, to reach the header decoder.
