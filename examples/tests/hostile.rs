@@ -586,7 +586,19 @@ async fn clearing_the_cache_on_redis_does_not_reset_rate_limits() {
     let keys = |conn: &mut redis::aio::MultiplexedConnection| {
         let mut conn = conn.clone();
         async move {
-            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+            // SCAN, never KEYS; sorted and de-duplicated (SCAN may repeat a key).
+            let (mut keys, mut cursor) = (Vec::new(), 0u64);
+            loop {
+                let (next, batch): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(&mut conn).await.unwrap();
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            keys.sort_unstable();
+            keys.dedup();
             keys
         }
     };
