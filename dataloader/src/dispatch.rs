@@ -9,9 +9,10 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use crate::answers::Answerer;
 use crate::batch::BatchFailure;
 use crate::error::LoadError;
-use crate::state::{Answer, Schedule, Shared, Slot};
+use crate::state::{Answer, Dispatch, Schedule, Shared, Slot};
 
 /// Yields without a new load after which the tick dispatcher stops waiting for
 /// a leading load that is not polled again (polled once, then neither polled
@@ -67,18 +68,14 @@ where
             tokio::time::sleep_until(deadline).await;
         },
     }
-    let (mut batches, leaves) = {
+    let (batch, leaves) = {
         let mut st = shared.lock();
         st.dispatcher = false;
         st.ticked = false;
-        (st.take_all(shared.config.max_batch_size), st.in_flight_leaves)
+        (st.take_pending(), st.in_flight_leaves)
     };
     guard.shared = None;
-    let last = batches.pop();
-    for batch in batches {
-        tokio::spawn(run_batch(Arc::clone(&shared), batch, leaves));
-    }
-    if let Some(batch) = last {
+    if let Some(batch) = batch {
         run_batch(shared, batch, leaves).await;
     }
 }
@@ -92,15 +89,20 @@ struct DispatcherGuard<K: Eq + Hash + Clone, V, E> {
 impl<K: Eq + Hash + Clone, V, E> Drop for DispatcherGuard<K, V, E> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            let mut st = shared.lock();
-            st.dispatcher = false;
-            st.ticked = false;
-            st.abandon_pending();
+            let abandoned = {
+                let mut st = shared.lock();
+                st.dispatcher = false;
+                st.ticked = false;
+                st.abandon_pending()
+            };
+            // Answers the withdrawn keys' callers, outside the lock.
+            drop(abandoned);
         }
     }
 }
 
-/// Fails the keys of a batch whose task is dropped before it answered.
+/// Withdraws the keys of a batch whose task is dropped before it answered
+/// (the batch's answerer, dropped with it, answers their callers).
 struct BatchGuard<K: Eq + Hash, V, E> {
     shared: Arc<Shared<K, V, E>>,
     keys: Option<Arc<[K]>>,
@@ -111,7 +113,6 @@ impl<K: Eq + Hash, V, E> Drop for BatchGuard<K, V, E> {
         if let Some(keys) = self.keys.take() {
             let mut st = self.shared.lock();
             for key in keys.iter() {
-                // Dropping the senders answers every caller with `Abandoned`.
                 if let Some(Slot::Waiting(_)) = st.slots.get(key) {
                     st.slots.remove(key);
                 }
@@ -127,12 +128,13 @@ impl<K: Eq + Hash, V, E> Drop for BatchGuard<K, V, E> {
 /// `leaves_at_dispatch` is the loader's count of callers that left after
 /// dispatch, read when this batch was dispatched: if it has not moved, every
 /// key is still wanted and no look-ups are needed.
-pub(crate) async fn run_batch<K, V, E>(shared: Arc<Shared<K, V, E>>, keys: Vec<K>, leaves_at_dispatch: u64)
+pub(crate) async fn run_batch<K, V, E>(shared: Arc<Shared<K, V, E>>, batch: Dispatch<K, V, E>, leaves_at_dispatch: u64)
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
     E: Send + Sync + 'static,
 {
+    let Dispatch { keys, mut slots, answerer } = batch;
     if keys.is_empty() {
         return;
     }
@@ -150,18 +152,23 @@ where
             (all, st.epoch)
         } else {
             let mut live = Vec::with_capacity(all.len());
+            let mut live_slots = Vec::with_capacity(all.len());
             let mut cancelled = 0;
-            for key in all.iter() {
-                match st.slots.get_mut(key).and_then(Slot::waiting).map(|entry| entry.waiters.retain_open()) {
-                    Some(true) => live.push(key.clone()),
-                    Some(false) => {
+            for (i, key) in all.iter().enumerate() {
+                match st.slots.get_mut(key).and_then(Slot::waiting).map(|entry| entry.callers) {
+                    Some(0) => {
                         st.slots.remove(key);
                         cancelled += 1;
+                    }
+                    Some(_) => {
+                        live.push(key.clone());
+                        live_slots.push(slots.as_ref().and_then(|slots| slots.get(i).copied()).unwrap_or(i));
                     }
                     None => cancelled += 1,
                 }
             }
             shared.stats.add_cancelled(cancelled);
+            slots = Some(live_slots);
             (Arc::<[K]>::from(live), st.epoch)
         }
     };
@@ -214,7 +221,7 @@ where
         }
     };
     guard.keys = None;
-    deliver(&shared, &keys, answers, epoch);
+    deliver(&shared, &keys, slots.as_deref(), answers, epoch, answerer);
 }
 
 /// A batch-level failure, including the ones the loader itself detects.
@@ -233,54 +240,62 @@ impl<E> From<BatchFailure<E>> for Failure<E> {
     }
 }
 
-/// Answers every caller of `keys`; caches the values found unless the cache was
-/// cleared since the batch started. Values are cloned and sent after the lock
-/// is released.
-fn deliver<K, V, E>(shared: &Shared<K, V, E>, keys: &[K], answers: Vec<Answer<V, E>>, epoch: u64)
-where
+/// Answers every caller of `keys` (the key at `i` has answer slot
+/// `slots[i]`, or `i`); caches the values found unless the cache was cleared
+/// since the batch started. Callers are woken after the lock is released.
+fn deliver<K, V, E>(
+    shared: &Shared<K, V, E>,
+    keys: &[K],
+    slots: Option<&[usize]>,
+    answers: Vec<Answer<V, E>>,
+    epoch: u64,
+    answerer: Answerer<V, E>,
+) where
     K: Eq + Hash + Clone + 'static,
     V: Clone + 'static,
 {
     let (mut not_found, mut errors) = (0, 0);
-    let mut deliveries = Vec::with_capacity(keys.len());
     let cache_fresh;
     {
         let mut st = shared.lock();
         cache_fresh = st.epoch == epoch;
         let memoize = st.memoize && cache_fresh;
-        for (key, answer) in keys.iter().zip(answers) {
-            match &answer {
+        for (key, answer) in keys.iter().zip(&answers) {
+            match answer {
                 Ok(_) => {}
                 Err(LoadError::NotFound) => not_found += 1,
                 Err(_) => errors += 1,
             }
-            let waiters = match (st.slots.get_mut(key), &answer) {
-                (Some(slot @ Slot::Waiting(_)), Ok(value)) if memoize => {
-                    match std::mem::replace(slot, Slot::Cached(value.clone())) {
-                        Slot::Waiting(entry) => Some(entry.waiters),
-                        Slot::Cached(_) => None,
-                    }
+            match (st.slots.get_mut(key), answer) {
+                (Some(slot @ Slot::Waiting(_)), Ok(value)) if memoize => *slot = Slot::Cached(value.clone()),
+                (Some(Slot::Waiting(_)), _) => {
+                    st.slots.remove(key);
                 }
-                (Some(Slot::Waiting(_)), _) => match st.slots.remove(key) {
-                    Some(Slot::Waiting(entry)) => Some(entry.waiters),
-                    _ => None,
-                },
-                _ => None,
-            };
-            deliveries.push((waiters, answer));
+                _ => {}
+            }
         }
     }
     shared.stats.add_outcomes(not_found, errors);
     if cache_fresh && let Some(cache) = &shared.shared_cache {
-        for (key, (_, answer)) in keys.iter().zip(&deliveries) {
+        for (key, answer) in keys.iter().zip(&answers) {
             if let Ok(value) = answer {
                 cache.insert(key.clone(), value.clone());
             }
         }
     }
-    for (waiters, answer) in deliveries {
-        if let Some(waiters) = waiters {
-            waiters.answer(answer);
+    let by_slot = match slots {
+        None if answers.len() == answerer.slots() => answers.into_iter().map(Some).collect(),
+        _ => {
+            let mut by_slot: Vec<Option<Answer<V, E>>> =
+                std::iter::repeat_with(|| None).take(answerer.slots()).collect();
+            for (i, answer) in answers.into_iter().enumerate() {
+                let slot = slots.and_then(|slots| slots.get(i).copied()).unwrap_or(i);
+                if let Some(place) = by_slot.get_mut(slot) {
+                    *place = Some(answer);
+                }
+            }
+            by_slot
         }
-    }
+    };
+    answerer.answer(by_slot);
 }

@@ -80,6 +80,7 @@
 //! No feature is on by default; the core needs only `tokio` (`rt`, `sync`,
 //! `time`), `futures-util` and `tracing`.
 
+mod answers;
 pub mod cache;
 mod dispatch;
 mod error;

@@ -10,16 +10,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::answers::{AnswerSlot, Answerer};
 use crate::batch::ErasedBatchFn;
 use crate::cache::ValueCache;
 use crate::error::LoadError;
 use crate::stats::LoaderStats;
 
 pub(crate) type Answer<V, E> = Result<V, LoadError<E>>;
-type Tx<V, E> = oneshot::Sender<Answer<V, E>>;
 
 /// When a batch that is collecting keys is dispatched (besides being full).
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,9 @@ pub(crate) struct State<K, V, E> {
     /// Every key with callers waiting (pending, or in a batch) and, when
     /// memoizing, every cached value: one map, so a load costs one look-up.
     pub(crate) slots: HashMap<K, Slot<V, E>>,
+    /// The answers of the collecting batch: every pending key has a slot in
+    /// it. Taken with the pending keys when they are dispatched.
+    pub(crate) collecting: Option<Answerer<V, E>>,
     /// Pending keys with their sequence numbers, in the order first
     /// requested. May hold `stale` keys since withdrawn (all callers dropped),
     /// which are skipped when a batch is taken.
@@ -104,64 +107,24 @@ impl<V, E> Slot<V, E> {
 }
 
 pub(crate) struct Entry<V, E> {
+    /// Unique to this request of the key: a caller that finds another entry
+    /// of its key was answered already.
     pub(crate) seq: u64,
-    pub(crate) waiters: Waiters<V, E>,
+    /// Callers still waiting; a pending key whose last caller leaves is
+    /// withdrawn, a dispatched one is dropped from its batch if that has not
+    /// started.
+    pub(crate) callers: usize,
+    /// The key's slot in its batch's answers, shared by every caller.
+    pub(crate) slot: AnswerSlot<V, E>,
 }
 
-/// The callers of one key; one caller (the common case) needs no `Vec`.
-pub(crate) enum Waiters<V, E> {
-    One(Tx<V, E>),
-    Many(Vec<Tx<V, E>>),
-}
-
-impl<V, E> Waiters<V, E> {
-    fn push(&mut self, tx: Tx<V, E>) {
-        match self {
-            Waiters::Many(all) => all.push(tx),
-            Waiters::One(_) => {
-                let Waiters::One(first) = std::mem::replace(self, Waiters::Many(Vec::new())) else {
-                    unreachable!("matched One")
-                };
-                // Keys repeated within a request are usually repeated a few
-                // times: room for four saves the first regrowths.
-                let mut all = Vec::with_capacity(4);
-                all.extend([first, tx]);
-                *self = Waiters::Many(all);
-            }
-        }
-    }
-
-    /// Forgets callers that left; `false` when none is left.
-    pub(crate) fn retain_open(&mut self) -> bool {
-        match self {
-            Waiters::One(tx) => !tx.is_closed(),
-            Waiters::Many(all) => {
-                all.retain(|tx| !tx.is_closed());
-                !all.is_empty()
-            }
-        }
-    }
-}
-
-impl<V: Clone, E> Waiters<V, E> {
-    /// Sends `answer` to every caller still waiting (a clone to all but the last).
-    pub(crate) fn answer(self, answer: Answer<V, E>) {
-        match self {
-            Waiters::One(tx) => {
-                let _ = tx.send(answer);
-            }
-            Waiters::Many(all) => {
-                let mut open = all.into_iter().filter(|tx| !tx.is_closed()).peekable();
-                while let Some(tx) = open.next() {
-                    if open.peek().is_none() {
-                        let _ = tx.send(answer);
-                        break;
-                    }
-                    let _ = tx.send(answer.clone());
-                }
-            }
-        }
-    }
+/// Pending keys taken for one batch, with the answers their callers wait on.
+pub(crate) struct Dispatch<K, V, E> {
+    pub(crate) keys: Vec<K>,
+    /// The answer slot of each key, when not simply its position (some keys
+    /// of the batch were withdrawn while it collected).
+    pub(crate) slots: Option<Vec<usize>>,
+    pub(crate) answerer: Answerer<V, E>,
 }
 
 /// What registering a key gave: an answer now, or a place in a batch.
@@ -186,6 +149,7 @@ where
         State {
             memoize,
             slots: HashMap::new(),
+            collecting: None,
             order: VecDeque::new(),
             stale: 0,
             next_seq: 0,
@@ -201,30 +165,41 @@ where
         }
     }
 
-    /// Moves up to `max` pending keys, oldest first, into a batch.
-    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<K> {
-        let mut batch = Vec::with_capacity(self.pending.min(max));
-        if self.stale == 0 {
-            let n = max.min(self.order.len());
-            batch.extend(self.order.drain(..n).map(|(_, key)| key));
+    /// Moves every pending key, oldest first, into a batch (`None` when all
+    /// were withdrawn). A batch is taken as soon as it is full, so there are
+    /// never more than `max_batch_size` pending keys.
+    pub(crate) fn take_pending(&mut self) -> Option<Dispatch<K, V, E>> {
+        let answerer = self.collecting.take()?;
+        let mut keys = Vec::with_capacity(self.pending);
+        let slots = if self.stale == 0 {
+            keys.extend(self.order.drain(..).map(|(_, key)| key));
+            None
         } else {
-            while batch.len() < max {
-                let Some((seq, key)) = self.order.pop_front() else { break };
-                if matches!(self.slots.get(&key), Some(Slot::Waiting(entry)) if entry.seq == seq) {
-                    batch.push(key);
-                } else {
-                    self.stale -= 1;
+            let mut slots = Vec::with_capacity(self.pending);
+            for (seq, key) in self.order.drain(..) {
+                if let Some(Slot::Waiting(entry)) = self.slots.get(&key)
+                    && entry.seq == seq
+                {
+                    slots.push(entry.slot.index());
+                    keys.push(key);
                 }
             }
+            Some(slots)
+        };
+        self.stale = 0;
+        self.dispatched = self.next_seq;
+        self.pending = 0;
+        self.pending_since = None;
+        if keys.is_empty() {
+            return None;
         }
-        self.dispatched = self.order.front().map_or(self.next_seq, |(seq, _)| *seq);
-        self.pending -= batch.len();
-        self.pending_since = if self.pending == 0 { None } else { Some(Instant::now()) };
-        batch
+        Some(Dispatch { keys, slots, answerer })
     }
 
-    /// Withdraws every pending key (their callers see [`LoadError::Abandoned`]).
-    pub(crate) fn abandon_pending(&mut self) {
+    /// Withdraws every pending key. Returns their answerer, which answers
+    /// their callers [`LoadError::Abandoned`] when dropped (after the lock).
+    #[must_use = "dropped after the lock is released"]
+    pub(crate) fn abandon_pending(&mut self) -> Option<Answerer<V, E>> {
         let dispatched = self.dispatched;
         self.slots.retain(|_, slot| !matches!(slot, Slot::Waiting(entry) if entry.seq >= dispatched));
         self.order.clear();
@@ -232,19 +207,7 @@ where
         self.pending = 0;
         self.pending_since = None;
         self.dispatched = self.next_seq;
-    }
-
-    /// Takes every pending key, in batches of at most `max`.
-    pub(crate) fn take_all(&mut self, max: usize) -> Vec<Vec<K>> {
-        let mut batches = Vec::new();
-        while self.pending > 0 {
-            let batch = self.take_batch(max);
-            if batch.is_empty() {
-                break;
-            }
-            batches.push(batch);
-        }
-        batches
+        self.collecting.take()
     }
 }
 
@@ -271,7 +234,9 @@ where
         let mut full = Vec::new();
         let mut start_dispatcher = false;
         {
-            let mut st = self.lock();
+            let mut guard = self.lock();
+            // Borrow the fields apart: the key's entry and the collecting batch.
+            let st = &mut *guard;
             for key in keys {
                 loads += 1;
                 if let Some(shared) = &self.shared_cache
@@ -281,9 +246,8 @@ where
                     tickets(Ticket::Ready(Ok(value)));
                     continue;
                 }
-                let seq = st.next_seq;
-                let (tx, rx);
-                let is_new = match st.slots.entry(key.clone()) {
+                let seq;
+                let slot = match st.slots.entry(key.clone()) {
                     hash_map::Entry::Occupied(slot) => match slot.into_mut() {
                         Slot::Cached(value) => {
                             hits += 1;
@@ -291,19 +255,21 @@ where
                             continue;
                         }
                         Slot::Waiting(entry) => {
-                            (tx, rx) = oneshot::channel();
-                            entry.waiters.push(tx);
-                            false
+                            entry.callers += 1;
+                            seq = entry.seq;
+                            entry.slot.share()
                         }
                     },
-                    hash_map::Entry::Vacant(slot) => {
-                        (tx, rx) = oneshot::channel();
-                        slot.insert(Slot::Waiting(Entry { seq, waiters: Waiters::One(tx) }));
-                        true
+                    hash_map::Entry::Vacant(vacant) => {
+                        seq = st.next_seq;
+                        let slot = st.collecting.get_or_insert_with(Answerer::new).add_slot();
+                        let caller = slot.share();
+                        vacant.insert(Slot::Waiting(Entry { seq, callers: 1, slot }));
+                        caller
                     }
                 };
                 st.registered += 1;
-                if !is_new {
+                if seq < st.next_seq {
                     dedups += 1;
                 } else {
                     st.next_seq += 1;
@@ -313,8 +279,9 @@ where
                         st.pending_since = Some(Instant::now());
                     }
                     if st.pending >= max {
-                        let batch = st.take_batch(max);
-                        full.push((batch, st.in_flight_leaves));
+                        if let Some(batch) = st.take_pending() {
+                            full.push((batch, st.in_flight_leaves));
+                        }
                     } else if !st.dispatcher {
                         st.dispatcher = true;
                         start_dispatcher = true;
@@ -325,7 +292,7 @@ where
                         }
                     }
                 }
-                tickets(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), rx, done: false }));
+                tickets(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), seq, slot, done: false }));
             }
         }
         self.stats.add_loads(loads);
@@ -381,30 +348,26 @@ impl Future for YieldOnce {
 pub(crate) struct Waiter<K: Eq + Hash + Clone, V, E> {
     shared: Arc<Shared<K, V, E>>,
     key: Option<K>,
-    rx: oneshot::Receiver<Answer<V, E>>,
+    /// The sequence number of the key's entry this caller counts in.
+    seq: u64,
+    slot: AnswerSlot<V, E>,
     done: bool,
 }
 
 // Nothing in a waiter is structurally pinned.
 impl<K: Eq + Hash + Clone, V, E> Unpin for Waiter<K, V, E> {}
 
-impl<K: Eq + Hash + Clone, V, E> Future for Waiter<K, V, E> {
+impl<K: Eq + Hash + Clone, V: Clone, E> Future for Waiter<K, V, E> {
     type Output = Answer<V, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        // Outside tokio's cooperative budget: the answer is already computed,
-        // and a task awaiting a page of loads would otherwise be forced to
-        // yield after every 128 of them, re-polling everything it joins.
-        match Pin::new(&mut tokio::task::unconstrained(&mut this.rx)).poll(cx) {
-            Poll::Ready(answer) => {
-                this.done = true;
-                // The sender is dropped without an answer only when the task
-                // running the batch was dropped (the runtime shut down).
-                Poll::Ready(answer.unwrap_or(Err(LoadError::Abandoned)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        // No tokio resource is polled, so no cooperative budget is spent: the
+        // answer is already computed, and a task awaiting a page of loads is
+        // not forced to yield every 128 of them.
+        let answer = std::task::ready!(this.slot.poll_answer(cx));
+        this.done = true;
+        Poll::Ready(answer)
     }
 }
 
@@ -413,26 +376,36 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
         if self.done {
             return;
         }
-        self.rx.close();
         let Some(key) = self.key.take() else { return };
         let mut st = self.shared.lock();
         let dispatched = st.dispatched;
         let Some(entry) = st.slots.get_mut(&key).and_then(Slot::waiting) else { return };
-        if entry.seq < dispatched {
+        if entry.seq != self.seq {
+            // The key was answered (or abandoned) and asked for again since.
+            return;
+        }
+        entry.callers -= 1;
+        let nobody_left = entry.callers == 0;
+        let withdrawn = if entry.seq < dispatched {
             // A dispatched batch still runs for the callers still waiting; it
             // checks for callers that left before it starts.
             st.in_flight_leaves += 1;
-            return;
-        }
-        if !entry.waiters.retain_open() {
+            false
+        } else if nobody_left {
             st.slots.remove(&key);
             st.stale += 1;
             st.pending -= 1;
             if st.pending == 0 {
                 st.pending_since = None;
             }
-            drop(st);
+            true
+        } else {
+            false
+        };
+        drop(st);
+        if withdrawn {
             self.shared.stats.add_cancelled(1);
         }
+        self.slot.leave();
     }
 }

@@ -368,6 +368,111 @@ async fn a_batch_waiting_for_a_slot_whose_callers_left_is_not_started() {
 }
 
 #[tokio::test]
+async fn a_key_withdrawn_from_the_middle_of_a_batch_leaves_the_others_their_own_values() {
+    let rec = Recorder::default();
+    let loader = DataLoader::new(rec.clone());
+    let mut first = Box::pin(loader.load_many([1, 2]));
+    let mut leaving = Box::pin(loader.load(3));
+    let mut last = Box::pin(loader.load_many([4, 1, 5, 4]));
+    assert!(futures_util::poll!(first.as_mut()).is_pending());
+    assert!(futures_util::poll!(leaving.as_mut()).is_pending());
+    assert!(futures_util::poll!(last.as_mut()).is_pending());
+    drop(leaving);
+    let (first, last) = timeout(GUARD, futures_util::future::join(first, last)).await.unwrap();
+    let values =
+        |answers: Vec<Result<u64, LoadError<Boom>>>| answers.into_iter().map(Result::unwrap).collect::<Vec<_>>();
+    assert_eq!(values(first), [10, 20]);
+    assert_eq!(values(last), [40, 10, 50, 40]);
+    assert_eq!(rec.batches(), vec![vec![1, 2, 4, 5]]);
+}
+
+#[tokio::test]
+async fn keys_whose_callers_left_while_their_batch_waited_leave_the_others_their_own_values() {
+    let (rec, gate) = Recorder::gated();
+    let loader = DataLoader::builder(rec.clone()).max_in_flight(nz(1)).build();
+    let first = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(100).await }
+    });
+    settle().await;
+    // Keys 1..=4 are dispatched together but wait for the only in-flight slot.
+    let loads: Vec<_> = (1..=4)
+        .map(|k| {
+            tokio::spawn({
+                let loader = loader.clone();
+                async move { loader.load(k).await }
+            })
+        })
+        .collect();
+    let again = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.load(4).await }
+    });
+    settle().await;
+    let mut loads = loads.into_iter();
+    let (one, two, three, four) =
+        (loads.next().unwrap(), loads.next().unwrap(), loads.next().unwrap(), loads.next().unwrap());
+    for leaving in [&one, &three] {
+        leaving.abort();
+    }
+    assert!(one.await.unwrap_err().is_cancelled());
+    assert!(three.await.unwrap_err().is_cancelled());
+    gate.add_permits(2);
+    assert_eq!(timeout(GUARD, first).await.unwrap().unwrap().unwrap(), 1000);
+    assert_eq!(timeout(GUARD, two).await.unwrap().unwrap().unwrap(), 20);
+    assert_eq!(timeout(GUARD, four).await.unwrap().unwrap().unwrap(), 40);
+    assert_eq!(timeout(GUARD, again).await.unwrap().unwrap().unwrap(), 40);
+    assert_eq!(rec.batches(), vec![vec![100], vec![2, 4]]);
+    assert_eq!(loader.stats().snapshot().cancelled, 2);
+}
+
+/// A waker that counts its wake-ups.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_caller_that_left_is_not_woken_by_its_key_s_answer() {
+    let rec = Recorder::default();
+    let loader = DataLoader::new(rec.clone());
+    let staying = loader.load(1);
+    tokio::pin!(staying);
+    assert!(futures_util::poll!(staying.as_mut()).is_pending());
+    let left = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let mut leaving = Box::pin(loader.load(1));
+    let waker = std::task::Waker::from(Arc::clone(&left));
+    assert!(leaving.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
+    drop(leaving);
+    assert_eq!(timeout(GUARD, staying).await.unwrap().unwrap(), 10);
+    assert_eq!(left.0.load(Ordering::SeqCst), 0, "the caller that left is not woken");
+    assert_eq!(rec.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_load_polled_again_from_another_task_is_woken_there() {
+    let (rec, gate) = Recorder::gated();
+    let loader = DataLoader::new(rec.clone());
+    let mut load = Box::pin(async move { loader.load(7).await });
+    let first = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(Arc::clone(&first));
+    assert!(load.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
+    settle().await;
+    // Polled once more with the first waker (the load has yielded: the batch
+    // goes), then moved to a task of its own.
+    assert!(load.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending());
+    settle().await;
+    assert_eq!(rec.calls(), 1);
+    let moved = tokio::spawn(load);
+    settle().await;
+    gate.add_permits(1);
+    assert_eq!(timeout(GUARD, moved).await.unwrap().unwrap().unwrap(), 70);
+}
+
+#[tokio::test]
 async fn a_started_batch_finishes_for_the_callers_still_waiting() {
     let (rec, gate) = Recorder::gated();
     let loader = DataLoader::builder(rec.clone()).build();

@@ -1,0 +1,152 @@
+//! The answers of one batch, shared by every caller of its keys.
+//!
+//! Each key of a batch has one slot, which all of its callers read (cloning
+//! the value): a repeated key costs its caller a reference count and a
+//! wake-up, not a channel of its own. The batch holds the one [`Answerer`];
+//! if it is dropped unanswered (the batch's task was dropped, or its keys were
+//! abandoned), every caller is answered [`LoadError::Abandoned`] — no caller
+//! waits for an answer that cannot come.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use crate::error::LoadError;
+use crate::state::Answer;
+
+/// What the callers of one batch share.
+pub(crate) struct BatchAnswers<V, E> {
+    inner: Mutex<Inner<V, E>>,
+}
+
+struct Inner<V, E> {
+    /// Set once, when the batch answers or is abandoned.
+    answered: bool,
+    /// One per slot, once answered; a slot without an answer was abandoned.
+    answers: Vec<Option<Answer<V, E>>>,
+    /// The callers to wake; a caller that left has a no-op waker instead.
+    wakers: Vec<Waker>,
+}
+
+impl<V, E> BatchAnswers<V, E> {
+    fn lock(&self) -> MutexGuard<'_, Inner<V, E>> {
+        // Only wakers' own code runs under the lock, and every field is valid
+        // between statements, so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The batch's side: hands out slots while the batch collects keys, then
+/// answers every slot at once.
+pub(crate) struct Answerer<V, E> {
+    answers: Arc<BatchAnswers<V, E>>,
+    slots: usize,
+}
+
+impl<V, E> Answerer<V, E> {
+    pub(crate) fn new() -> Self {
+        Answerer {
+            answers: Arc::new(BatchAnswers {
+                inner: Mutex::new(Inner { answered: false, answers: Vec::new(), wakers: Vec::new() }),
+            }),
+            slots: 0,
+        }
+    }
+
+    /// A new slot, for a key's first caller.
+    pub(crate) fn add_slot(&mut self) -> AnswerSlot<V, E> {
+        let index = self.slots;
+        self.slots += 1;
+        AnswerSlot { answers: Arc::clone(&self.answers), index, waker: None }
+    }
+
+    /// Slots handed out so far (some may belong to keys since withdrawn).
+    pub(crate) fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Answers every slot (`answers[i]` is slot `i`'s; `None` answers
+    /// [`LoadError::Abandoned`]) and wakes every caller.
+    pub(crate) fn answer(self, answers: Vec<Option<Answer<V, E>>>) {
+        self.finish(Some(answers));
+    }
+
+    fn finish(&self, answers: Option<Vec<Option<Answer<V, E>>>>) {
+        let wakers = {
+            let mut inner = self.answers.lock();
+            if inner.answered {
+                return;
+            }
+            inner.answered = true;
+            if let Some(answers) = answers {
+                inner.answers = answers;
+            }
+            std::mem::take(&mut inner.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl<V, E> Drop for Answerer<V, E> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// A caller's place: which slot it reads, and where its waker is.
+pub(crate) struct AnswerSlot<V, E> {
+    answers: Arc<BatchAnswers<V, E>>,
+    index: usize,
+    waker: Option<usize>,
+}
+
+impl<V, E> AnswerSlot<V, E> {
+    /// Which slot of its batch this is.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// One more caller of the same slot (a repeated key).
+    pub(crate) fn share(&self) -> Self {
+        AnswerSlot { answers: Arc::clone(&self.answers), index: self.index, waker: None }
+    }
+
+    /// The slot's answer, or `Pending` with the caller's waker registered.
+    pub(crate) fn poll_answer(&mut self, cx: &Context<'_>) -> Poll<Answer<V, E>>
+    where
+        V: Clone,
+    {
+        let mut inner = self.answers.lock();
+        if inner.answered {
+            let answer = inner.answers.get(self.index).and_then(Option::as_ref);
+            return Poll::Ready(answer.map_or(Err(LoadError::Abandoned), Clone::clone));
+        }
+        match self.waker {
+            Some(i) => {
+                if let Some(waker) = inner.wakers.get_mut(i)
+                    && !waker.will_wake(cx.waker())
+                {
+                    waker.clone_from(cx.waker());
+                }
+            }
+            None => {
+                self.waker = Some(inner.wakers.len());
+                inner.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Forgets the caller's waker: it left before its answer, and its task
+    /// need not be kept (or woken) for it.
+    pub(crate) fn leave(&mut self) {
+        let Some(i) = self.waker.take() else { return };
+        let mut inner = self.answers.lock();
+        if !inner.answered
+            && let Some(waker) = inner.wakers.get_mut(i)
+        {
+            *waker = Waker::noop().clone();
+        }
+    }
+}
