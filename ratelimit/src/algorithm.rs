@@ -87,6 +87,7 @@ fn ceil_div(a: u64, b: u64) -> u64 {
 }
 
 /// Decides a request of `cost` (0 = a pure read) against `state`.
+#[inline(always)] // the store's hot path: GCRA inline, the window algorithms called
 pub(crate) fn evaluate(params: Params, state: Option<State>, now: u64, cost: u64) -> Evaluation {
     match params {
         Params::Gcra { t, burst } => {
@@ -94,96 +95,106 @@ pub(crate) fn evaluate(params: Params, state: Option<State>, now: u64, cost: u64
                 Some(State::Gcra { tat }) => tat,
                 _ => now,
             };
-            let base = tat.max(now);
-            let capacity = t.saturating_mul(burst);
-            let new_tat = base.saturating_add(t.saturating_mul(cost));
-            if new_tat - now <= capacity {
-                Evaluation {
-                    outcome: Outcome {
-                        allowed: true,
-                        remaining: (capacity - (new_tat - now)) / t,
-                        reset_after: new_tat - now,
-                        retry_after: None,
-                    },
-                    next: State::Gcra { tat: new_tat },
-                    expires_at: new_tat,
-                }
-            } else {
-                let retry_after = (cost <= burst).then(|| new_tat - capacity - now);
-                Evaluation {
-                    outcome: Outcome {
-                        allowed: false,
-                        remaining: capacity.saturating_sub(base - now) / t,
-                        reset_after: base - now,
-                        retry_after,
-                    },
-                    next: State::Gcra { tat: base },
-                    expires_at: base,
-                }
-            }
+            gcra(t, burst, tat, now, cost)
         }
-        Params::FixedWindow { limit, window } => {
-            let index = now / window;
-            let window_end = (index + 1) * window;
-            let count = match state {
-                Some(State::Window { index: i, current, .. }) if i == index => current,
-                _ => 0,
-            };
-            let allowed = count.saturating_add(cost) <= limit;
-            let used = if allowed { count + cost } else { count };
-            Evaluation {
-                outcome: Outcome {
-                    allowed,
-                    remaining: limit.saturating_sub(used),
-                    reset_after: if used > 0 { window_end - now } else { 0 },
-                    retry_after: (!allowed && cost <= limit).then(|| window_end - now),
-                },
-                next: State::Window { index, current: used, previous: 0 },
-                expires_at: window_end,
-            }
+        Params::FixedWindow { limit, window } => fixed_window(limit, window, state, now, cost),
+        Params::SlidingWindow { limit, window } => sliding_window(limit, window, state, now, cost),
+    }
+}
+
+/// GCRA with emission interval `t`, burst `burst`, and the key's `tat` (`now` for a new key).
+#[inline(always)]
+fn gcra(t: u64, burst: u64, tat: u64, now: u64, cost: u64) -> Evaluation {
+    let base = tat.max(now);
+    let capacity = t.saturating_mul(burst);
+    let new_tat = base.saturating_add(t.saturating_mul(cost));
+    if new_tat - now <= capacity {
+        Evaluation {
+            outcome: Outcome {
+                allowed: true,
+                remaining: (capacity - (new_tat - now)) / t,
+                reset_after: new_tat - now,
+                retry_after: None,
+            },
+            next: State::Gcra { tat: new_tat },
+            expires_at: new_tat,
         }
-        Params::SlidingWindow { limit, window } => {
-            let index = now / window;
-            let elapsed = now - index * window;
-            let (current, previous) = match state {
-                Some(State::Window { index: i, current, previous }) if i == index => (current, previous),
-                Some(State::Window { index: i, current, .. }) if i + 1 == index => (0, current),
-                _ => (0, 0),
-            };
-            // Exact as long as previous × window < 2^53 (checked by Policy::validate), so Lua agrees.
-            let weighted = ceil_div(previous * (window - elapsed), window);
-            let used = current + weighted;
-            let allowed = used.saturating_add(cost) <= limit;
-            let new_current = if allowed { current + cost } else { current };
-            let retry_after = if allowed || cost > limit {
-                None
-            } else if current + cost <= limit {
-                // Wait until the previous window's weight has decayed enough.
-                let room = limit - current - cost;
-                Some(window - room * window / previous - elapsed)
-            } else {
-                // Wait for the next window, where this window's count becomes the weighted one.
-                let room = limit - cost;
-                Some((window - elapsed) + (window - room * window / current))
-            };
-            let reset_after = if new_current > 0 {
-                2 * window - elapsed
-            } else if previous > 0 {
-                window - elapsed
-            } else {
-                0
-            };
-            Evaluation {
-                outcome: Outcome {
-                    allowed,
-                    remaining: limit.saturating_sub(used + if allowed { cost } else { 0 }),
-                    reset_after,
-                    retry_after,
-                },
-                next: State::Window { index, current: new_current, previous },
-                expires_at: (index + 2) * window,
-            }
+    } else {
+        let retry_after = (cost <= burst).then(|| new_tat - capacity - now);
+        Evaluation {
+            outcome: Outcome {
+                allowed: false,
+                remaining: capacity.saturating_sub(base - now) / t,
+                reset_after: base - now,
+                retry_after,
+            },
+            next: State::Gcra { tat: base },
+            expires_at: base,
         }
+    }
+}
+
+fn fixed_window(limit: u64, window: u64, state: Option<State>, now: u64, cost: u64) -> Evaluation {
+    let index = now / window;
+    let window_end = (index + 1) * window;
+    let count = match state {
+        Some(State::Window { index: i, current, .. }) if i == index => current,
+        _ => 0,
+    };
+    let allowed = count.saturating_add(cost) <= limit;
+    let used = if allowed { count + cost } else { count };
+    Evaluation {
+        outcome: Outcome {
+            allowed,
+            remaining: limit.saturating_sub(used),
+            reset_after: if used > 0 { window_end - now } else { 0 },
+            retry_after: (!allowed && cost <= limit).then(|| window_end - now),
+        },
+        next: State::Window { index, current: used, previous: 0 },
+        expires_at: window_end,
+    }
+}
+
+fn sliding_window(limit: u64, window: u64, state: Option<State>, now: u64, cost: u64) -> Evaluation {
+    let index = now / window;
+    let elapsed = now - index * window;
+    let (current, previous) = match state {
+        Some(State::Window { index: i, current, previous }) if i == index => (current, previous),
+        Some(State::Window { index: i, current, .. }) if i + 1 == index => (0, current),
+        _ => (0, 0),
+    };
+    // Exact as long as previous × window < 2^53 (checked by Policy::validate), so Lua agrees.
+    let weighted = ceil_div(previous * (window - elapsed), window);
+    let used = current + weighted;
+    let allowed = used.saturating_add(cost) <= limit;
+    let new_current = if allowed { current + cost } else { current };
+    let retry_after = if allowed || cost > limit {
+        None
+    } else if current + cost <= limit {
+        // Wait until the previous window's weight has decayed enough.
+        let room = limit - current - cost;
+        Some(window - room * window / previous - elapsed)
+    } else {
+        // Wait for the next window, where this window's count becomes the weighted one.
+        let room = limit - cost;
+        Some((window - elapsed) + (window - room * window / current))
+    };
+    let reset_after = if new_current > 0 {
+        2 * window - elapsed
+    } else if previous > 0 {
+        window - elapsed
+    } else {
+        0
+    };
+    Evaluation {
+        outcome: Outcome {
+            allowed,
+            remaining: limit.saturating_sub(used + if allowed { cost } else { 0 }),
+            reset_after,
+            retry_after,
+        },
+        next: State::Window { index, current: new_current, previous },
+        expires_at: (index + 2) * window,
     }
 }
 

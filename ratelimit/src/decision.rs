@@ -47,10 +47,55 @@ impl Source {
     }
 }
 
+/// A policy's name as a decision holds it: a name of up to 23 bytes inline
+/// (most are), so that making and dropping a decision touches no reference
+/// count shared by every thread deciding for the policy; a longer one shared.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum PolicyName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Shared(Arc<str>),
+}
+
+const INLINE_NAME: usize = 23;
+
+impl PolicyName {
+    pub(crate) fn new(name: &Arc<str>) -> PolicyName {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                PolicyName::Inline { len, bytes }
+            }
+            _ => PolicyName::Shared(name.clone()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            PolicyName::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("the bytes of a whole str")
+            }
+            PolicyName::Shared(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One policy's part of a [`Decision`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDecision {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: PolicyName,
     pub(crate) quota: Quota,
     pub(crate) algorithm: Algorithm,
     pub(crate) allowed: bool,
@@ -63,7 +108,7 @@ pub struct PolicyDecision {
 impl PolicyDecision {
     /// The policy's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// The policy's quota (for [`Source::Local`]: the divided local quota).

@@ -49,7 +49,7 @@ pub fn rate_limit_fields(policies: &[(Policy, PolicyState)], style: HeaderStyle)
     for (policy, state) in policies {
         policy.validate()?;
         decisions.push(PolicyDecision {
-            name: policy.name.clone(),
+            name: crate::decision::PolicyName::new(&policy.name),
             quota: policy.quota,
             algorithm: policy.algorithm,
             allowed: state.allowed,

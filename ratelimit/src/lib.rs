@@ -36,7 +36,7 @@
 //! | `prometheus` | no | `RateLimiter::register` with `prometheus-client` |
 //!
 //! Without features the crate is the limiter itself: the algorithms, the
-//! in-memory store, parking_lot, thiserror and tracing.
+//! in-memory store, parking_lot, quanta, thiserror, tracing and xxhash-rust.
 //!
 //! ## Semantics
 //!

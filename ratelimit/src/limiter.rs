@@ -23,15 +23,18 @@
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::algorithm::{Outcome, Params};
 use crate::blocked::BlockedKeys;
 use crate::breaker::{Breaker, Permit, Transition};
 use crate::clock::{Clock, SystemClock};
-use crate::decision::{Decision, PolicyDecision, Source};
+use crate::decision::{Decision, PolicyDecision, PolicyName, Source};
 use crate::error::{BuildError, Error};
 use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
 use crate::quota::{Algorithm, OnStoreError, Policy};
@@ -64,13 +67,19 @@ pub(crate) struct LimiterInner {
 #[derive(Debug)]
 struct PolicySet {
     policies: Arc<[Policy]>,
+    /// Each policy's algorithm parameters, computed once.
+    params: Box<[Params]>,
+    /// Each policy's name as decisions hold it.
+    names: Box<[PolicyName]>,
     metrics: Box<[PolicyMetrics]>,
 }
 
 impl PolicySet {
     fn new(policies: Vec<Policy>) -> Self {
         let metrics = policies.iter().map(PolicyMetrics::new).collect();
-        PolicySet { policies: policies.into(), metrics }
+        let params = policies.iter().map(Params::from_policy).collect();
+        let names = policies.iter().map(|p| PolicyName::new(&p.name)).collect();
+        PolicySet { policies: policies.into(), params, names, metrics }
     }
 }
 
@@ -138,6 +147,7 @@ impl RateLimiter {
         &self.policy_set(key).policies
     }
 
+    #[inline]
     fn policy_set(&self, key: &str) -> &PolicySet {
         if self.inner.overrides.is_empty() {
             return &self.inner.defaults;
@@ -151,26 +161,38 @@ impl RateLimiter {
     }
 
     /// Checks and counts one request for `key`.
-    pub async fn check(&self, key: &str) -> Result<Decision, Error> {
-        self.run(key, 1, Operation::Consume).await
+    pub fn check<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
+        Call::new(self, key, 1, Operation::Consume)
     }
 
     /// Checks and counts a request weighing `cost` units: admitted only if
     /// every policy has `cost` units; a refused request consumes nothing.
-    pub async fn check_n(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
-        self.run(key, u64::from(cost.get()), Operation::Consume).await
+    pub fn check_n<'a>(
+        &'a self,
+        key: &'a str,
+        cost: NonZeroU32,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
+        Call::new(self, key, u64::from(cost.get()), Operation::Consume)
     }
 
     /// Answers as [`check_n`](Self::check_n) would, without counting anything.
-    pub async fn peek(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
-        self.run(key, u64::from(cost.get()), Operation::Peek).await
+    pub fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        cost: NonZeroU32,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
+        Call::new(self, key, u64::from(cost.get()), Operation::Peek)
     }
 
     /// Gives `cost` units back to every policy of `key` (e.g. a request that
     /// failed through no fault of the client), and forgets a cached block.
     /// Answers with each policy's state afterwards.
-    pub async fn refund(&self, key: &str, cost: NonZeroU32) -> Result<Decision, Error> {
-        self.run(key, u64::from(cost.get()), Operation::Refund).await
+    pub fn refund<'a>(
+        &'a self,
+        key: &'a str,
+        cost: NonZeroU32,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
+        Call::new(self, key, u64::from(cost.get()), Operation::Refund)
     }
 
     /// Registers this limiter's metrics, each series labelled
@@ -210,20 +232,17 @@ impl RateLimiter {
         registry.register_collector(Box::new(crate::metrics::LimiterCollector::new(limiters)));
     }
 
-    async fn run(&self, key: &str, cost: u64, op: Operation) -> Result<Decision, Error> {
-        if key.is_empty() {
-            return Err(Error::invalid_key());
-        }
-        let inner = &*self.inner;
-        let set = self.policy_set(key);
-        let policies = &*set.policies;
+    /// Decides without waiting when it can: a store that needs no I/O
+    /// (memory), or a key the blocked-key cache knows. `Err(now)` when the
+    /// store must be asked.
+    #[inline]
+    fn decide_at_once(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Result<Decision, u64> {
         if let Some(decision) = self.decide_now(key, set, cost, op) {
             return Ok(decision);
         }
-        // The blocked-key cache is the limiter's own: the bare key names an entry.
-        let storage_key = StoreKey { prefix: &inner.prefix, key };
+        let inner = &*self.inner;
         let now = inner.clock.now_micros();
-
+        // The blocked-key cache is the limiter's own: the bare key names an entry.
         if let Some(blocked) = &inner.blocked {
             if op == Operation::Refund {
                 blocked.remove(key);
@@ -233,8 +252,22 @@ impl RateLimiter {
                 return Ok(decision);
             }
         }
+        Err(now)
+    }
 
-        let request = StoreRequest { key: storage_key, policies, cost, op };
+    /// Asks the store (or, when it fails, each policy's fallback).
+    async fn decide_by_store(
+        &self,
+        key: &str,
+        set: &PolicySet,
+        cost: u64,
+        op: Operation,
+        now: u64,
+    ) -> Result<Decision, Error> {
+        let inner = &*self.inner;
+        let policies = &*set.policies;
+        let storage_key = StoreKey { prefix: &inner.prefix, key };
+        let request = StoreRequest { key: storage_key, policies, params: &set.params, cost, op };
         let permit = inner.breaker.permit(now);
         let result = match permit {
             Permit::Skip => Err(None),
@@ -271,8 +304,9 @@ impl RateLimiter {
                 let decision = Decision::new(
                     policies
                         .iter()
+                        .zip(&set.names)
                         .zip(&outcomes)
-                        .map(|(p, o)| policy_decision(p, p.quota, o, Source::Store))
+                        .map(|((p, name), o)| policy_decision(p, name.clone(), p.quota, o, Source::Store))
                         .collect(),
                 );
                 if let (Operation::Consume, false, Some(blocked)) = (op, decision.allowed, &inner.blocked) {
@@ -300,30 +334,36 @@ impl RateLimiter {
     /// The path of stores that answer without I/O and cannot fail (memory):
     /// no blocked-key cache (nothing to save), no breaker, and no allocation
     /// but the key's first insertion.
+    #[inline]
     fn decide_now(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Option<Decision> {
         let policies = &*set.policies;
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<Outcome>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let inner = &*self.inner;
-        let decision = SCRATCH.with(|scratch| {
-            let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
-            let outcomes = &mut *scratch;
-            let request = StoreRequest { key: StoreKey { prefix: &inner.prefix, key }, policies, cost, op };
-            if !inner.store.apply_now(request, outcomes) || outcomes.len() != policies.len() {
-                return None;
+        let storage_key = StoreKey { prefix: &inner.prefix, key };
+        let decision = if let ([policy], [params], [name]) = (policies, &*set.params, &*set.names) {
+            // One policy: no buffer, the outcome straight into the decision.
+            let outcome = inner.store.as_memory()?.decide_one(storage_key, policy, *params, cost, op);
+            Decision::one(policy_decision(policy, name.clone(), policy.quota, &outcome, Source::Store))
+        } else {
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<Outcome>> = const { std::cell::RefCell::new(Vec::new()) };
             }
-            Some(match (policies, outcomes.as_slice()) {
-                ([p], [o]) => Decision::one(policy_decision(p, p.quota, o, Source::Store)),
-                _ => Decision::new(
+            SCRATCH.with(|scratch| {
+                let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
+                let outcomes = &mut *scratch;
+                let request = StoreRequest { key: storage_key, policies, params: &set.params, cost, op };
+                if !inner.store.apply_now(request, outcomes) || outcomes.len() != policies.len() {
+                    return None;
+                }
+                Some(Decision::new(
                     policies
                         .iter()
+                        .zip(&set.names)
                         .zip(outcomes.iter())
-                        .map(|(p, o)| policy_decision(p, p.quota, o, Source::Store))
+                        .map(|((p, name), o)| policy_decision(p, name.clone(), p.quota, o, Source::Store))
                         .collect(),
-                ),
-            })
-        })?;
+                ))
+            })?
+        };
         if op == Operation::Consume {
             record(&decision, set);
             if !decision.allowed {
@@ -365,18 +405,28 @@ impl RateLimiter {
                 on_store_error: OnStoreError::Local,
             })
             .collect();
-        let mut local_outcomes =
-            inner.local.decide(StoreRequest { key: storage_key, policies: &local, cost, op }).into_iter().zip(&local);
+        let params: Vec<Params> = local.iter().map(Params::from_policy).collect();
+        let mut local_outcomes = inner
+            .local
+            .decide(StoreRequest { key: storage_key, policies: &local, params: &params, cost, op })
+            .into_iter()
+            .zip(&local);
         let mut decisions = Vec::with_capacity(policies.len());
-        for (p, counters) in policies.iter().zip(&set.metrics) {
+        for ((p, name), counters) in policies.iter().zip(&set.names).zip(&set.metrics) {
             counters.fallback(p.on_store_error);
             if p.on_store_error == OnStoreError::Local {
                 let (outcome, local_policy) = local_outcomes.next().expect("one local outcome per local policy");
-                decisions.push(policy_decision(local_policy, local_policy.quota, &outcome, Source::Local));
+                decisions.push(policy_decision(
+                    local_policy,
+                    name.clone(),
+                    local_policy.quota,
+                    &outcome,
+                    Source::Local,
+                ));
             } else {
                 let capacity = Params::from_policy(p).capacity();
                 decisions.push(PolicyDecision {
-                    name: p.name.clone(),
+                    name: name.clone(),
                     quota: p.quota,
                     algorithm: p.algorithm,
                     allowed: true,
@@ -391,6 +441,50 @@ impl RateLimiter {
     }
 }
 
+/// The future of [`RateLimiter::check`] and its siblings. Its first poll
+/// decides at once when no I/O is needed (the in-memory store, or a key known
+/// to be blocked), with no allocation; otherwise it boxes the store call and
+/// polls that.
+struct Call<'a> {
+    limiter: &'a RateLimiter,
+    key: &'a str,
+    cost: u64,
+    op: Operation,
+    store: Option<StoreCall<'a>>,
+}
+
+type StoreCall<'a> = Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + 'a>>;
+
+impl<'a> Call<'a> {
+    fn new(limiter: &'a RateLimiter, key: &'a str, cost: u64, op: Operation) -> Self {
+        Call { limiter, key, cost, op, store: None }
+    }
+}
+
+impl Future for Call<'_> {
+    type Output = Result<Decision, Error>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let store = match &mut this.store {
+            Some(store) => store,
+            None => {
+                let (limiter, key, cost, op) = (this.limiter, this.key, this.cost, this.op);
+                if key.is_empty() {
+                    return Poll::Ready(Err(Error::invalid_key()));
+                }
+                let set = limiter.policy_set(key);
+                match limiter.decide_at_once(key, set, cost, op) {
+                    Ok(decision) => return Poll::Ready(Ok(decision)),
+                    Err(now) => this.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))),
+                }
+            }
+        };
+        store.as_mut().poll(cx)
+    }
+}
+
 /// Counts a decision per policy (the decision lists its policies in the set's order).
 fn record(decision: &Decision, set: &PolicySet) {
     for (p, counters) in decision.policies.iter().zip(&set.metrics) {
@@ -398,9 +492,16 @@ fn record(decision: &Decision, set: &PolicySet) {
     }
 }
 
-fn policy_decision(policy: &Policy, quota: crate::Quota, o: &Outcome, source: Source) -> PolicyDecision {
+#[inline]
+fn policy_decision(
+    policy: &Policy,
+    name: PolicyName,
+    quota: crate::Quota,
+    o: &Outcome,
+    source: Source,
+) -> PolicyDecision {
     PolicyDecision {
-        name: policy.name.clone(),
+        name,
         quota,
         algorithm: policy.algorithm,
         allowed: o.allowed,

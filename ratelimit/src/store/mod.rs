@@ -21,7 +21,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::algorithm::Outcome;
+use std::sync::Arc;
+
+use crate::algorithm::{Outcome, Params};
 use crate::quota::Policy;
 
 mod memory;
@@ -47,34 +49,17 @@ pub(crate) enum Operation {
 /// in-memory store needs no string built per decision.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreKey<'a> {
-    pub(crate) prefix: &'a str,
+    /// The limiter's prefix, shared: the in-memory store keeps a clone, and
+    /// knows its own entries by pointer before comparing bytes.
+    pub(crate) prefix: &'a Arc<str>,
     pub(crate) key: &'a str,
 }
 
 impl StoreKey<'_> {
     /// The length of `prefix{key}`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.prefix.len() + self.key.len() + 2
-    }
-
-    /// Whether `stored` is `prefix{key}`.
-    pub(crate) fn is(&self, stored: &str) -> bool {
-        stored.len() == self.len()
-            && stored.as_bytes()[self.prefix.len()] == b'{'
-            && stored.ends_with('}')
-            && stored.starts_with(self.prefix)
-            && &stored[self.prefix.len() + 1..stored.len() - 1] == self.key
-    }
-
-    /// `prefix{key}` followed by `suffix`.
-    pub(crate) fn with_suffix(&self, suffix: &str) -> String {
-        let mut s = String::with_capacity(self.len() + suffix.len());
-        s.push_str(self.prefix);
-        s.push('{');
-        s.push_str(self.key);
-        s.push('}');
-        s.push_str(suffix);
-        s
     }
 }
 
@@ -84,6 +69,8 @@ pub(crate) struct StoreRequest<'a> {
     /// `prefix{key}`; the store appends `:policy` per policy.
     pub(crate) key: StoreKey<'a>,
     pub(crate) policies: &'a [Policy],
+    /// `policies`' parameters, computed once when the limiter was built.
+    pub(crate) params: &'a [Params],
     pub(crate) cost: u64,
     pub(crate) op: Operation,
 }
@@ -103,6 +90,12 @@ pub(crate) mod sealed {
         /// and cannot fail; `false` when it must go through [`apply`](Self::apply).
         fn apply_now(&self, _request: StoreRequest<'_>, _out: &mut Vec<Outcome>) -> bool {
             false
+        }
+
+        /// The store itself when it is the in-memory store, which the limiter
+        /// calls directly for a limiter of one policy.
+        fn as_memory(&self) -> Option<&super::MemoryStore> {
+            None
         }
     }
 }

@@ -209,8 +209,8 @@ fn command(name: &str, script: &[u8], request: &StoreRequest<'_>) -> redis::Cmd 
         Operation::Refund => 2,
     };
     cmd.arg(op).arg(request.cost);
-    for policy in policies {
-        let (algo, a, b) = match Params::from_policy(policy) {
+    for params in request.params {
+        let (algo, a, b) = match *params {
             Params::Gcra { t, burst } => (1, t, burst),
             Params::FixedWindow { limit, window } => (2, limit, window),
             Params::SlidingWindow { limit, window } => (3, limit, window),
