@@ -49,8 +49,26 @@ struct Counts {
     limited: AtomicU64,
     other_4xx: AtomicU64,
     server_errors: AtomicU64,
-    /// The status of each 5xx (0: no answer within 10 s), for the message.
-    errors: std::sync::Mutex<Vec<u16>>,
+    /// Each 5xx (status 0: no answer within 10 s), for the message.
+    errors: std::sync::Mutex<Vec<Slow>>,
+    /// Requests answered (or not) after more than a second.
+    slow: std::sync::Mutex<Vec<Slow>>,
+}
+
+/// A request that failed or took long: when it was sent (seconds into the
+/// soak), how long it took, its path and its status.
+#[derive(Debug, Clone)]
+struct Slow {
+    at: f64,
+    took: f64,
+    status: u16,
+    path: String,
+}
+
+impl std::fmt::Display for Slow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at {:.1} s: {} after {:.2} s: {}", self.at, self.status, self.took, self.path)
+    }
 }
 
 pub async fn memory_stays_bounded() {
@@ -100,9 +118,20 @@ pub async fn memory_stays_bounded() {
                     let (id, selection) = (key / SELECTIONS + 1, (key % SELECTIONS + 1) as u32);
                     let path = format!("/api/blueprints/{id}?fields={}", fields(selection));
                     let addr = IpAddr::V4(Ipv4Addr::new(10, (peer >> 16) as u8, (peer >> 8) as u8, peer as u8));
+                    let sent = Instant::now();
                     let status = send_within(&client, get(&path, addr), Duration::from_secs(10))
                         .await
                         .map_or(0, |r| r.status.as_u16());
+                    let took = sent.elapsed();
+                    let slow = || Slow {
+                        at: sent.duration_since(started).as_secs_f64(),
+                        took: took.as_secs_f64(),
+                        status,
+                        path: path.clone(),
+                    };
+                    if took > Duration::from_secs(1) {
+                        counts.slow.lock().expect("not poisoned").push(slow());
+                    }
                     keys.insert(key);
                     peers.insert(peer);
                     let counter = match status {
@@ -110,7 +139,7 @@ pub async fn memory_stays_bounded() {
                         429 => &counts.limited,
                         400..=499 => &counts.other_4xx,
                         _ => {
-                            counts.errors.lock().expect("not poisoned").push(status);
+                            counts.errors.lock().expect("not poisoned").push(slow());
                             &counts.server_errors
                         }
                     };
@@ -214,8 +243,14 @@ pub async fn memory_stays_bounded() {
         half
     );
 
+    let slow = counts.slow.lock().expect("not poisoned").clone();
+    println!("  requests slower than 1 s: {}", slow.len());
+    for s in slow.iter().take(20) {
+        println!("    {s}");
+    }
     let errors = counts.errors.lock().expect("not poisoned").clone();
-    assert!(errors.is_empty(), "5xx or unanswered (0) requests during the soak: {errors:?}");
+    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "5xx or unanswered (0) requests during the soak:\n{}", listed.join("\n"));
     assert!(
         stats["evictions"].as_u64().unwrap_or(0) > 0,
         "the L1 filled up and evicted (else the bound was not tested)"
