@@ -56,7 +56,7 @@ impl<V, E> Answerer<V, E> {
     pub(crate) fn add_slot(&mut self) -> AnswerSlot<V, E> {
         let index = self.slots;
         self.slots += 1;
-        AnswerSlot { answers: Arc::clone(&self.answers), index, waker: None }
+        AnswerSlot { answers: Arc::clone(&self.answers), index, waker: NO_WAKER }
     }
 
     /// Slots handed out so far (some may belong to keys since withdrawn).
@@ -98,8 +98,12 @@ impl<V, E> Drop for Answerer<V, E> {
 pub(crate) struct AnswerSlot<V, E> {
     answers: Arc<BatchAnswers<V, E>>,
     index: usize,
-    waker: Option<usize>,
+    /// Where the caller's waker is in `wakers`; `NO_WAKER` until polled.
+    waker: usize,
 }
+
+/// A caller not polled yet (kept out of an `Option` to keep loads small).
+const NO_WAKER: usize = usize::MAX;
 
 impl<V, E> AnswerSlot<V, E> {
     /// Which slot of its batch this is.
@@ -107,9 +111,14 @@ impl<V, E> AnswerSlot<V, E> {
         self.index
     }
 
+    /// Whether `other` is a caller of this very slot.
+    pub(crate) fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.answers, &other.answers) && self.index == other.index
+    }
+
     /// One more caller of the same slot (a repeated key).
     pub(crate) fn share(&self) -> Self {
-        AnswerSlot { answers: Arc::clone(&self.answers), index: self.index, waker: None }
+        AnswerSlot { answers: Arc::clone(&self.answers), index: self.index, waker: NO_WAKER }
     }
 
     /// The slot's answer, or `Pending` with the caller's waker registered.
@@ -122,18 +131,13 @@ impl<V, E> AnswerSlot<V, E> {
             let answer = inner.answers.get(self.index).and_then(Option::as_ref);
             return Poll::Ready(answer.map_or(Err(LoadError::Abandoned), Clone::clone));
         }
-        match self.waker {
-            Some(i) => {
-                if let Some(waker) = inner.wakers.get_mut(i)
-                    && !waker.will_wake(cx.waker())
-                {
-                    waker.clone_from(cx.waker());
-                }
-            }
-            None => {
-                self.waker = Some(inner.wakers.len());
-                inner.wakers.push(cx.waker().clone());
-            }
+        if self.waker == NO_WAKER {
+            self.waker = inner.wakers.len();
+            inner.wakers.push(cx.waker().clone());
+        } else if let Some(waker) = inner.wakers.get_mut(self.waker)
+            && !waker.will_wake(cx.waker())
+        {
+            waker.clone_from(cx.waker());
         }
         Poll::Pending
     }
@@ -141,7 +145,10 @@ impl<V, E> AnswerSlot<V, E> {
     /// Forgets the caller's waker: it left before its answer, and its task
     /// need not be kept (or woken) for it.
     pub(crate) fn leave(&mut self) {
-        let Some(i) = self.waker.take() else { return };
+        let i = std::mem::replace(&mut self.waker, NO_WAKER);
+        if i == NO_WAKER {
+            return;
+        }
         let mut inner = self.answers.lock();
         if !inner.answered
             && let Some(waker) = inner.wakers.get_mut(i)

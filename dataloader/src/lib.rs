@@ -84,6 +84,7 @@ mod answers;
 pub mod cache;
 mod dispatch;
 mod error;
+mod load;
 mod loader;
 #[cfg(feature = "tower")]
 pub mod request_scope;

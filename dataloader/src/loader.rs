@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::batch::{BatchFn, Erased, ErasedBatchFn};
 use crate::cache::ValueCache;
 use crate::error::LoadError;
+use crate::load::Load;
 use crate::state::{Config, Schedule, Shared, Slot, State, Ticket, YieldOnce};
 use crate::stats::LoaderStats;
 
@@ -104,17 +105,8 @@ where
     /// When polled outside a Tokio runtime (batches run on spawned tasks), as
     /// `tokio::spawn` does. A panic of the batch function is not propagated:
     /// it is [`LoadError::Panicked`].
-    pub async fn load(&self, key: K) -> Result<V, LoadError<E>> {
-        let mut ticket = None;
-        if let Some(lead) = self.shared.register([key], |t| ticket = Some(t)) {
-            YieldOnce::default().await;
-            drop(lead);
-        }
-        match ticket {
-            Some(Ticket::Ready(answer)) => answer,
-            Some(Ticket::Wait(waiter)) => waiter.await,
-            None => unreachable!("one key registered, one ticket"),
-        }
+    pub fn load(&self, key: K) -> impl Future<Output = Result<V, LoadError<E>>> + '_ {
+        Load::new(&self.shared, key)
     }
 
     /// Like [`load`](Self::load), with "not found" as `Ok(None)`.

@@ -128,9 +128,9 @@ pub(crate) struct Dispatch<K, V, E> {
 }
 
 /// What registering a key gave: an answer now, or a place in a batch.
-pub(crate) enum Ticket<K: Eq + Hash + Clone, V, E> {
+pub(crate) enum Ticket<'a, K: Eq + Hash + Clone, V, E> {
     Ready(Answer<V, E>),
-    Wait(Waiter<K, V, E>),
+    Wait(Waiter<'a, K, V, E>),
 }
 
 impl<K, V, E> Shared<K, V, E> {
@@ -223,11 +223,11 @@ where
     /// Returns a [`Lead`] when these keys started a new collecting batch under
     /// tick scheduling: the caller must yield once, then drop it.
     #[must_use = "the caller yields once, then drops the lead"]
-    pub(crate) fn register(
-        self: &Arc<Self>,
+    pub(crate) fn register<'a>(
+        self: &'a Arc<Self>,
         keys: impl IntoIterator<Item = K>,
-        mut tickets: impl FnMut(Ticket<K, V, E>),
-    ) -> Option<Lead<K, V, E>> {
+        mut tickets: impl FnMut(Ticket<'a, K, V, E>),
+    ) -> Option<Lead<'a, K, V, E>> {
         let mut lead = None;
         let max = self.config.max_batch_size;
         let (mut loads, mut hits, mut dedups) = (0u64, 0u64, 0u64);
@@ -288,11 +288,11 @@ where
                         if let Schedule::Tick = self.config.schedule {
                             st.tick_gen += 1;
                             st.ticked = false;
-                            lead = Some(Lead { shared: Arc::clone(self), tick_gen: st.tick_gen });
+                            lead = Some(Lead { shared: self, tick_gen: st.tick_gen });
                         }
                     }
                 }
-                tickets(Ticket::Wait(Waiter { shared: Arc::clone(self), key: Some(key), seq, slot, done: false }));
+                tickets(Ticket::Wait(Waiter { shared: self, key: Some(key), slot }));
             }
         }
         self.stats.add_loads(loads);
@@ -311,12 +311,12 @@ where
 /// Held by the load that started a collecting batch, across one yield of its
 /// task. Dropping it tells the dispatcher that the task has yielded — so every
 /// load it made in the same poll is registered — and the batch can go.
-pub(crate) struct Lead<K, V, E> {
-    shared: Arc<Shared<K, V, E>>,
+pub(crate) struct Lead<'a, K, V, E> {
+    shared: &'a Shared<K, V, E>,
     tick_gen: u64,
 }
 
-impl<K, V, E> Drop for Lead<K, V, E> {
+impl<K, V, E> Drop for Lead<'_, K, V, E> {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         if st.dispatcher && st.tick_gen == self.tick_gen {
@@ -345,19 +345,18 @@ impl Future for YieldOnce {
 
 /// A caller's place in a batch. Dropping it before its batch is dispatched
 /// withdraws the caller; a key nobody waits for any more leaves the batch.
-pub(crate) struct Waiter<K: Eq + Hash + Clone, V, E> {
-    shared: Arc<Shared<K, V, E>>,
+pub(crate) struct Waiter<'a, K: Eq + Hash + Clone, V, E> {
+    /// Borrowed from the loader, as the load's future is.
+    shared: &'a Shared<K, V, E>,
+    /// Until answered: the key, to withdraw the caller if it leaves first.
     key: Option<K>,
-    /// The sequence number of the key's entry this caller counts in.
-    seq: u64,
     slot: AnswerSlot<V, E>,
-    done: bool,
 }
 
 // Nothing in a waiter is structurally pinned.
-impl<K: Eq + Hash + Clone, V, E> Unpin for Waiter<K, V, E> {}
+impl<K: Eq + Hash + Clone, V, E> Unpin for Waiter<'_, K, V, E> {}
 
-impl<K: Eq + Hash + Clone, V: Clone, E> Future for Waiter<K, V, E> {
+impl<K: Eq + Hash + Clone, V: Clone, E> Future for Waiter<'_, K, V, E> {
     type Output = Answer<V, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -366,21 +365,18 @@ impl<K: Eq + Hash + Clone, V: Clone, E> Future for Waiter<K, V, E> {
         // answer is already computed, and a task awaiting a page of loads is
         // not forced to yield every 128 of them.
         let answer = std::task::ready!(this.slot.poll_answer(cx));
-        this.done = true;
+        this.key = None;
         Poll::Ready(answer)
     }
 }
 
-impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<K, V, E> {
+impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<'_, K, V, E> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
         let Some(key) = self.key.take() else { return };
         let mut st = self.shared.lock();
         let dispatched = st.dispatched;
         let Some(entry) = st.slots.get_mut(&key).and_then(Slot::waiting) else { return };
-        if entry.seq != self.seq {
+        if !entry.slot.is(&self.slot) {
             // The key was answered (or abandoned) and asked for again since.
             return;
         }
