@@ -218,17 +218,21 @@ impl<C: Codec> TieredCache<C> {
         self.get_or_load_core(key, options, loader, &|b: &Bytes| Ok::<_, CodecError>(b.clone())).await
     }
 
-    /// The HTTP layer's fast path: the entry under `key` when this process's
-    /// L1 holds it valid (same generation and tombstone check as every read)
-    /// and fresh, with whether an early refresh is due. Counts nothing and
-    /// never looks at Redis: on `None` the caller goes through
-    /// [`get_or_load_bytes`](Self::get_or_load_bytes), which counts; when the
-    /// caller answers from the returned hit it calls
+    /// The HTTP layer's fast path: the entry under `key` (whose
+    /// [`L1Changes::hash`](crate::inner::L1Changes::hash) is `hash`) when
+    /// this process's L1 holds it valid (same generation and tombstone check
+    /// as every read) and fresh, with whether an early refresh is due and
+    /// what [`l1_still_fresh`](Self::l1_still_fresh) needs to tell later
+    /// that it still is. Counts nothing and never looks at Redis: on `None`
+    /// the caller goes through [`get_or_load_bytes`](Self::get_or_load_bytes),
+    /// which counts; when the caller answers from the returned hit it calls
     /// [`count_l1_hit`](Self::count_l1_hit).
     #[cfg(feature = "http")]
-    pub(crate) async fn l1_fresh(&self, key: &str) -> Option<(Hit<Bytes>, bool)> {
+    pub(crate) async fn l1_fresh(&self, key: &str, hash: u64) -> Option<L1Read> {
         let inner = &self.inner;
-        inner.trusted()?;
+        let trust = inner.trusted()?;
+        // Noted before the read: a change made after it moves the count.
+        let changes = inner.l1_changes.count(hash);
         let entry = inner.l1.get(key).await?;
         let now = inner.now();
         if now >= entry.env.fresh_until_ms()
@@ -237,7 +241,35 @@ impl<C: Codec> TieredCache<C> {
             return None;
         }
         let refresh = inner.wants_early_refresh(&entry.env, now);
-        Some((hit_from(&entry.env, crate::hit::Tier::L1, now, false), refresh))
+        Some(L1Read {
+            hit: hit_from(&entry.env, crate::hit::Tier::L1, now, false),
+            refresh,
+            seen: L1Seen { env: Arc::clone(&entry.env), changes, trust, l1_until_ms: entry.l1_until_ms },
+        })
+    }
+
+    /// Whether the entry [`l1_fresh`](Self::l1_fresh) read for `key` still
+    /// answers a read now, without reading L1 again: nothing changed in L1
+    /// for the key since (no write, delete, eviction by this crate, flush),
+    /// L1 is still trusted, and the entry is fresh, within its L1 lifetime,
+    /// valid (generations and tombstones, as every read checks) and not due
+    /// for an early refresh. Returns the time of the check.
+    #[cfg(feature = "http")]
+    pub(crate) fn l1_still_fresh(&self, key: &str, hash: u64, seen: &L1Seen) -> Option<u64> {
+        let inner = &self.inner;
+        if inner.trusted() != Some(seen.trust) || inner.l1_changes.count(hash) != seen.changes {
+            return None;
+        }
+        let now = inner.now();
+        let env = &seen.env;
+        if now >= env.fresh_until_ms()
+            || now >= seen.l1_until_ms
+            || inner.gens.check(key, env.stamps(), now) != crate::gens::Check::Valid
+            || inner.wants_early_refresh(env, now)
+        {
+            return None;
+        }
+        Some(now)
     }
 
     /// Counts a read answered from [`l1_fresh`](Self::l1_fresh)'s hit as an
@@ -260,7 +292,7 @@ impl<C: Codec> TieredCache<C> {
         let inner = &self.inner;
         bump(&inner.counters.invalidations);
         inner.flights.fence(key);
-        inner.l1.invalidate(key).await;
+        inner.l1_invalidate(key).await;
         #[cfg(feature = "redis")]
         if let Some(l2) = &inner.l2 {
             l2.delete(&inner.counters, inner.now(), key).await.map_err(|_| Error::NotPropagated)?;
@@ -386,7 +418,7 @@ impl<C: Codec> TieredCache<C> {
             inner.gens.bump_local_namespace();
         }
         inner.flights.fence_matching(|_| true);
-        inner.l1.invalidate_all();
+        inner.l1_invalidate_all();
         result
     }
 
@@ -578,6 +610,24 @@ impl<C: Codec> TieredCache<C> {
             tokio::spawn(Arc::clone(&self.inner).load_task(key_arc, options.clone(), loader, flight));
         }
     }
+}
+
+/// An entry [`TieredCache::l1_fresh`] found.
+#[cfg(feature = "http")]
+pub(crate) struct L1Read {
+    pub(crate) hit: Hit<Bytes>,
+    pub(crate) refresh: bool,
+    pub(crate) seen: L1Seen,
+}
+
+/// What [`TieredCache::l1_still_fresh`] checks an entry read from L1 against.
+#[cfg(feature = "http")]
+#[derive(Debug, Clone)]
+pub(crate) struct L1Seen {
+    pub(crate) env: Arc<crate::envelope::Envelope>,
+    changes: u64,
+    trust: u64,
+    l1_until_ms: u64,
 }
 
 /// The typed loader's error: the user's, or the encoding's.

@@ -24,9 +24,54 @@ use crate::stats::{CacheStats, Counters, bump};
 pub(crate) struct Entry {
     pub(crate) env: Arc<Envelope>,
     pub(crate) l1_ttl: Duration,
+    /// When L1 drops the entry (`l1_ttl` after it was inserted), by the
+    /// cache's clock.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) l1_until_ms: u64,
 }
 
 pub(crate) type L1 = MokaCache<Arc<str>, Arc<Entry>>;
+
+/// Counts the changes of L1: one counter per stripe of keys (a key's change
+/// moves its stripe's) and one for changes of many keys at once. A reader
+/// that notes the count before reading L1 knows, by comparing it later, that
+/// nothing in L1 changed for the key since: what the HTTP layer needs to
+/// answer a hit again without reading L1 again.
+#[cfg(feature = "http")]
+pub(crate) struct L1Changes {
+    stripes: Box<[AtomicU64]>,
+    many: AtomicU64,
+}
+
+#[cfg(feature = "http")]
+impl L1Changes {
+    const STRIPES: usize = 256;
+
+    fn new() -> Self {
+        Self { stripes: (0..Self::STRIPES).map(|_| AtomicU64::new(0)).collect(), many: AtomicU64::new(0) }
+    }
+
+    /// The hash a key's stripe is chosen by.
+    pub(crate) fn hash(key: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+    }
+
+    /// The count for the key of `hash`: it moves whenever that key, or many
+    /// keys at once, change in L1.
+    pub(crate) fn count(&self, hash: u64) -> u64 {
+        let stripe = self.stripes[(hash as usize) % Self::STRIPES].load(Ordering::Acquire);
+        // Both only grow, so the sum moves whenever either does.
+        stripe.wrapping_add(self.many.load(Ordering::Acquire))
+    }
+
+    fn key(&self, key: &str) {
+        self.stripes[(Self::hash(key) as usize) % Self::STRIPES].fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn many(&self) {
+        self.many.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// What a lookup found.
 pub(crate) enum Found {
@@ -54,6 +99,9 @@ pub(crate) struct Inner {
     pub(crate) instance: u64,
     #[cfg(feature = "redis")]
     pub(crate) l2: Option<crate::l2::L2>,
+    /// Moved after every change of L1 (never before it).
+    #[cfg(feature = "http")]
+    pub(crate) l1_changes: L1Changes,
 }
 
 impl std::fmt::Debug for Inner {
@@ -100,7 +148,38 @@ impl Inner {
             instance: fastrand::u64(..),
             #[cfg(feature = "redis")]
             l2,
+            #[cfg(feature = "http")]
+            l1_changes: L1Changes::new(),
         }
+    }
+
+    /// Removes `key` from L1.
+    pub(crate) async fn l1_invalidate(&self, key: &str) {
+        self.l1.invalidate(key).await;
+        self.l1_key_changed(key);
+    }
+
+    /// Empties L1.
+    pub(crate) fn l1_invalidate_all(&self) {
+        self.l1.invalidate_all();
+        self.l1_many_changed();
+    }
+
+    fn l1_invalidate_if(&self, f: impl Fn(&Arc<str>, &Arc<Entry>) -> bool + Send + Sync + 'static) {
+        let _ = self.l1.invalidate_entries_if(f);
+        self.l1_many_changed();
+    }
+
+    fn l1_key_changed(&self, key: &str) {
+        #[cfg(feature = "http")]
+        self.l1_changes.key(key);
+        #[cfg(not(feature = "http"))]
+        let _ = key;
+    }
+
+    fn l1_many_changed(&self) {
+        #[cfg(feature = "http")]
+        self.l1_changes.many();
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -237,7 +316,7 @@ impl Inner {
                     stale = Some((Arc::clone(&e.env), Tier::L1));
                 }
             } else {
-                self.l1.invalidate(key).await;
+                self.l1_invalidate(key).await;
             }
         }
         #[cfg(feature = "redis")]
@@ -277,7 +356,7 @@ impl Inner {
 
     pub(crate) async fn discard_corrupt(&self, key: &str) {
         bump(&self.counters.corrupt);
-        self.l1.invalidate(key).await;
+        self.l1_invalidate(key).await;
         #[cfg(feature = "redis")]
         if let Some(l2) = &self.l2 {
             let _ = l2.delete(&self.counters, self.now(), key).await;
@@ -294,11 +373,13 @@ impl Inner {
         if l1_ttl.is_zero() {
             return;
         }
+        let l1_until_ms = now.saturating_add(ms(l1_ttl));
         let key: Arc<str> = Arc::from(key);
-        self.l1.insert(Arc::clone(&key), Arc::new(Entry { env: Arc::clone(env), l1_ttl })).await;
+        self.l1.insert(Arc::clone(&key), Arc::new(Entry { env: Arc::clone(env), l1_ttl, l1_until_ms })).await;
+        self.l1_key_changed(&key);
         if self.trust_epoch.load(Ordering::SeqCst) != epoch {
             // A flush happened while this fill was validated and inserted.
-            self.l1.invalidate(&key).await;
+            self.l1_invalidate(&key).await;
         }
     }
 
@@ -307,7 +388,7 @@ impl Inner {
         if env.payload().len() > self.cfg.max_entry_bytes {
             bump(&self.counters.oversized);
             tracing::debug!(key, size = env.payload().len(), "brisk-cache: value over the size cap, not stored");
-            self.l1.invalidate(key).await;
+            self.l1_invalidate(key).await;
             #[cfg(feature = "redis")]
             if let Some(l2) = &self.l2 {
                 let _ = l2.delete(&self.counters, now, key).await;
@@ -468,12 +549,12 @@ impl Inner {
 
     pub(crate) fn evict_tag(&self, tag: &str) {
         let owned = tag.to_owned();
-        let _ = self.l1.invalidate_entries_if(move |_, e| e.env.stamps().tags.iter().any(|(t, _)| *t == owned));
+        self.l1_invalidate_if(move |_, e| e.env.stamps().tags.iter().any(|(t, _)| *t == owned));
     }
 
     pub(crate) fn evict_matching(&self, pattern: KeyPattern) {
         self.flights.fence_matching(|k| pattern.matches(k));
-        let _ = self.l1.invalidate_entries_if(move |k, _| pattern.matches(k));
+        self.l1_invalidate_if(move |k, _| pattern.matches(k));
     }
 
     /// Drops everything this process knows: L1 and generations.
@@ -481,7 +562,7 @@ impl Inner {
     pub(crate) fn flush_local(&self, why: &'static str) {
         self.trust_epoch.fetch_add(1, Ordering::SeqCst);
         self.gens.forget();
-        self.l1.invalidate_all();
+        self.l1_invalidate_all();
         self.flights.fence_matching(|_| true);
         bump(&self.counters.bus_flushes);
         tracing::warn!(why, "brisk-cache: L1 flushed");
@@ -513,7 +594,7 @@ impl Inner {
     pub(crate) fn bus_up(&self) {
         self.trust_epoch.fetch_add(1, Ordering::SeqCst);
         self.gens.forget();
-        self.l1.invalidate_all();
+        self.l1_invalidate_all();
         self.bus_connected.store(true, Ordering::SeqCst);
         self.bus_state_tx().send_replace(true);
         tracing::debug!("brisk-cache: invalidation bus subscribed");
@@ -540,7 +621,7 @@ impl Inner {
         match event {
             Event::Key(key) => {
                 self.flights.fence(&key);
-                self.l1.invalidate(key.as_str()).await;
+                self.l1_invalidate(&key).await;
             }
             Event::Tag(tag, g) => {
                 self.gens.apply_tag(&tag, g);
@@ -549,7 +630,7 @@ impl Inner {
             Event::Namespace(g) => {
                 self.gens.apply_namespace(g);
                 self.flights.fence_matching(|_| true);
-                self.l1.invalidate_all();
+                self.l1_invalidate_all();
             }
             Event::Pattern { pattern, epoch, expires_ms } => match KeyPattern::new(&pattern) {
                 Ok(p) => {

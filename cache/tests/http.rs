@@ -633,3 +633,144 @@ async fn admin_stats_count_exactly_the_requests_made() {
     assert_eq!(header(&r, "x-cache"), "MISS");
     cache.run_pending_tasks().await;
 }
+
+/// A service counting its calls, answering `n` (the call's number), behind
+/// `layer` on `cache`; the layer, to read its stats.
+#[allow(clippy::type_complexity)]
+fn counting(
+    cache: &TieredCache,
+    layer: impl FnOnce(CacheLayer) -> CacheLayer,
+) -> (
+    impl tower::Service<
+        Request<Body>,
+        Response = Response<brisk_cache::http::CacheBody<Body>>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static,
+    CacheLayer,
+    Arc<AtomicUsize>,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let layer = layer(CacheLayer::new(cache).ttl(Duration::from_secs(60)).tags_fn(|_| vec!["things".to_owned()]));
+    let service = tower::ServiceBuilder::new().layer(layer.clone()).service_fn(move |_req: Request<Body>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Infallible>(Response::new(Body::from(n.to_string()))) }
+    });
+    (service, layer, calls)
+}
+
+async fn call<S>(service: &S, uri: &str) -> (Response<()>, Bytes)
+where
+    S: tower::Service<Request<Body>, Response = Response<brisk_cache::http::CacheBody<Body>>, Error = Infallible>
+        + Clone,
+{
+    let r = service.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = r.into_parts();
+    (Response::from_parts(parts, ()), body.collect().await.unwrap().to_bytes())
+}
+
+/// Hits after the first are answered without reading L1 again; each kind of
+/// invalidation still makes the next request a miss, and `Age` and
+/// `Cache-Status` follow the clock.
+#[tokio::test]
+async fn repeated_hits_honour_every_invalidation() {
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let cache = TieredCache::builder().jitter(0.0).clock(Arc::clone(&clock)).build().unwrap();
+    let (service, layer, calls) = counting(&cache, |l| l);
+    let key = "cache:GET/t?a=1";
+
+    // A miss that fills, then hits (the third and later answered from what
+    // the second read).
+    let warm = |expected: &'static str| {
+        let service = service.clone();
+        async move {
+            let (r, body) = call(&service, "/t?a=1").await;
+            assert_eq!(header(&r, "x-cache"), "MISS");
+            assert_eq!(body, expected);
+            for _ in 0..3 {
+                let (r, body) = call(&service, "/t?a=1").await;
+                assert_eq!(header(&r, "x-cache"), "HIT");
+                assert_eq!(header(&r, "x-cache-key"), key);
+                assert_eq!(body, expected);
+            }
+        }
+    };
+
+    warm("1").await;
+    clock.advance(Duration::from_millis(5_500));
+    let (r, _) = call(&service, "/t?a=1").await;
+    assert_eq!((header(&r, "age"), header(&r, "cache-status")), ("5", "brisk; hit; ttl=54"));
+    assert_eq!(header(&r, "content-length"), "1");
+    assert_eq!(header(&r, "etag").len(), 18);
+
+    cache.delete(key).await.unwrap();
+    warm("2").await;
+    cache.invalidate_tag("things").await.unwrap();
+    warm("3").await;
+    cache.invalidate_pattern("cache:GET/t*").await.unwrap();
+    warm("4").await;
+    cache.clear().await.unwrap();
+    warm("5").await;
+    // A value other code wrote under the key replaces the response; it is
+    // not one this layer wrote, so the inner service answers (uncached) and
+    // the entry is dropped.
+    cache.set(key, &"not a response", Duration::from_secs(60)).await.unwrap();
+    let (r, body) = call(&service, "/t?a=1").await;
+    assert_eq!((header(&r, "x-cache"), &body[..]), ("MISS", &b"6"[..]));
+    assert_eq!(header(&r, "cache-status"), "brisk; fwd=uri-miss; detail=unusable-entry");
+    warm("7").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 7);
+    // Past the TTL.
+    clock.advance(Duration::from_secs(61));
+    let (r, body) = call(&service, "/t?a=1").await;
+    assert_eq!((header(&r, "x-cache"), &body[..]), ("MISS", &b"8"[..]));
+    // Every hit counted once, in both the layer's and the cache's counts
+    // (the cache also counts the read of the value other code wrote).
+    let hits = 6 * 3 + 1;
+    assert_eq!(layer.stats().hits, hits);
+    assert_eq!(cache.stats().l1_hits, hits + 1);
+}
+
+/// An early refresh due is not skipped by hits answered without reading L1.
+#[tokio::test]
+async fn repeated_hits_still_refresh_early() {
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let cache = TieredCache::builder().jitter(0.0).early_refresh(0.25).clock(Arc::clone(&clock)).build().unwrap();
+    let (service, _layer, calls) = counting(&cache, |l| l);
+    for _ in 0..4 {
+        call(&service, "/r").await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().early_refreshes, 0);
+    clock.advance(Duration::from_secs(50));
+    let (r, body) = call(&service, "/r").await;
+    assert_eq!((header(&r, "x-cache"), &body[..]), ("HIT", &b"1"[..]));
+    assert_eq!(cache.stats().early_refreshes, 1);
+}
+
+/// Layers configured differently from one layer do not share the hits they
+/// answer without reading L1: each answers with its own headers.
+#[tokio::test]
+async fn reconfigured_layers_answer_with_their_own_headers() {
+    let cache = frozen_cache();
+    let (service, base, _calls) = counting(&cache, |l| l);
+    let renamed = base.clone().cache_name("edge").expose_key(false);
+    let other = tower::ServiceBuilder::new()
+        .layer(renamed)
+        .service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("unused"))) });
+    for _ in 0..3 {
+        call(&service, "/n").await;
+    }
+    for _ in 0..3 {
+        let (r, body) = call(&other, "/n").await;
+        assert_eq!((header(&r, "x-cache"), &body[..]), ("HIT", &b"1"[..]));
+        assert_eq!(header(&r, "cache-status"), "brisk; hit; ttl=60".replace("brisk", "edge"));
+        assert!(r.headers().get("x-cache-key").is_none());
+    }
+    let (r, _) = call(&service, "/n").await;
+    assert_eq!(header(&r, "cache-status"), "brisk; hit; ttl=60");
+    assert_eq!(header(&r, "x-cache-key"), "cache:GET/n");
+}

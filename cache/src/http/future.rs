@@ -1,5 +1,5 @@
-//! `ResponseFuture`: the inner service's future on a bypass, the cache's
-//! lookup otherwise.
+//! `ResponseFuture`: the inner service's future on a bypass, the response
+//! of a hit answered at once, the cache's lookup otherwise.
 
 use std::fmt;
 use std::future::Future;
@@ -28,6 +28,7 @@ pin_project! {
     enum Kind<F, B: Body, E> {
         Bypass { #[pin] future: F, status: Option<HeaderValue> },
         Cached { future: Lookup<B, E> },
+        Ready { response: Option<Response<CacheBody<B>>> },
     }
 }
 
@@ -39,6 +40,11 @@ impl<F, B: Body, E> ResponseFuture<F, B, E> {
     pub(crate) fn cached(future: Lookup<B, E>) -> Self {
         Self { kind: Kind::Cached { future } }
     }
+
+    /// A response made without waiting (a hit answered from the front).
+    pub(crate) fn ready(response: Response<CacheBody<B>>) -> Self {
+        Self { kind: Kind::Ready { response: Some(response) } }
+    }
 }
 
 impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
@@ -46,6 +52,7 @@ impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
         let kind = match &self.kind {
             Kind::Bypass { .. } => "bypass",
             Kind::Cached { .. } => "cached",
+            Kind::Ready { .. } => "ready",
         };
         f.debug_struct("ResponseFuture").field("kind", &kind).finish()
     }
@@ -73,6 +80,10 @@ where
                 Poll::Ready(Ok(response))
             }
             KindProj::Cached { future } => future.as_mut().poll(cx),
+            KindProj::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("`ResponseFuture` polled after completion"),
+            },
         }
     }
 }

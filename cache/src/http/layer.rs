@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use tower_layer::Layer;
 
-use super::request::{CacheRequest, default_key};
+use super::request::CacheRequest;
 use super::service::Cache;
 use super::stats::{Counters, HttpCacheStats};
 use crate::{Codec, TieredCache};
@@ -59,8 +59,9 @@ pub(crate) struct Config {
     pub(crate) counters: Arc<Counters>,
     /// `Cache-Status` values for bypasses, built once.
     pub(crate) bypass_status: Arc<[HeaderValue; super::service::BYPASS_REASONS.len()]>,
-    /// Decoded records of recent hits.
-    pub(crate) memo: Arc<super::record::Memo>,
+    /// Recent L1 hits, decoded. Each configuration has its own: the
+    /// headers it holds are built with the configuration's name and options.
+    pub(crate) front: Arc<super::front::Front>,
 }
 
 impl fmt::Debug for CacheLayer {
@@ -107,13 +108,15 @@ impl CacheLayer {
                 bypass_status: Arc::new(super::service::bypass_statuses(&name)),
                 name,
                 counters: Arc::default(),
-                memo: Arc::default(),
+                front: Arc::default(),
             }),
         }
     }
 
     fn config(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+        let config = Arc::make_mut(&mut self.config);
+        config.front = Arc::default();
+        config
     }
 
     /// The TTL of entries whose route has none of its own (default 60 s).
@@ -258,14 +261,6 @@ impl CacheLayer {
 }
 
 impl Config {
-    /// The key for a request, before `Vary`.
-    pub(crate) fn key(&self, req: &CacheRequest<'_>) -> Option<String> {
-        match &self.key_fn {
-            Some(f) => f(req),
-            None => Some(default_key(&self.key_prefix, req)),
-        }
-    }
-
     pub(crate) fn ttl_for(&self, req: &CacheRequest<'_>) -> Duration {
         if let Some(ttl) = self.ttl_fn.as_ref().and_then(|f| f(req)) {
             return ttl;

@@ -96,6 +96,7 @@
 //! [`CacheAdmin`] (feature `axum`) serves stats and invalidation endpoints.
 
 mod body;
+mod front;
 mod future;
 mod invalidate;
 mod layer;

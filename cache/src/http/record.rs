@@ -123,47 +123,6 @@ pub(crate) fn decode(bytes: &Bytes) -> Option<Record> {
     Some(Record { status, headers, vary, body: bytes.slice(end..) })
 }
 
-/// The decoded records of recent hits, so that a hit clones a decoded
-/// record instead of decoding the stored bytes again. A slot is found by,
-/// and matched on, the identity of the stored bytes (address and length):
-/// the slot keeps those bytes alive, so no other bytes can take the same
-/// address while it holds them, and stored bytes never change. It is a
-/// decoding shortcut only: which bytes a request may be answered with is
-/// decided by the cache's read (freshness, generations, tombstones) before.
-/// At most [`Memo::SLOTS`] records, so it keeps at most that many bodies
-/// alive after the cache dropped them.
-pub(crate) struct Memo {
-    slots: Box<[MemoSlot]>,
-}
-
-/// The stored bytes a record was decoded from, and the record.
-type MemoSlot = parking_lot::Mutex<Option<(Bytes, Record)>>;
-
-impl Default for Memo {
-    fn default() -> Self {
-        Self { slots: (0..Self::SLOTS).map(|_| parking_lot::Mutex::new(None)).collect() }
-    }
-}
-
-impl Memo {
-    pub(crate) const SLOTS: usize = 64;
-
-    /// [`decode`], through the memo.
-    pub(crate) fn decode(&self, bytes: &Bytes) -> Option<Record> {
-        let addr = bytes.as_ptr() as usize;
-        let slot = &self.slots[(addr.wrapping_mul(0x9E37_79B9) >> 6) % Self::SLOTS];
-        if let Some((held, rec)) = &*slot.lock()
-            && held.as_ptr() as usize == addr
-            && held.len() == bytes.len()
-        {
-            return Some(rec.clone());
-        }
-        let rec = decode(bytes)?;
-        *slot.lock() = Some((bytes.clone(), rec.clone()));
-        Some(rec)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,21 +156,6 @@ mod tests {
         let (parts, ()) = http::Response::builder().header("etag", "W/\"v1\"").body(()).unwrap().into_parts();
         let rec = decode(&encode(&parts, &Vec::new(), b"x")).unwrap();
         assert_eq!(rec.headers.get_all("etag").iter().map(|v| v.as_bytes()).collect::<Vec<_>>(), [b"W/\"v1\""]);
-    }
-
-    #[test]
-    fn the_memo_answers_by_identity_of_the_bytes() {
-        let memo = Memo::default();
-        let (parts, ()) = http::Response::builder().status(200).body(()).unwrap().into_parts();
-        let a = encode(&parts, &Vec::new(), b"a");
-        let (parts, ()) = http::Response::builder().status(404).body(()).unwrap().into_parts();
-        let b = encode(&parts, &Vec::new(), b"b");
-        for _ in 0..2 {
-            assert_eq!(memo.decode(&a).unwrap().status, 200);
-            assert_eq!(&memo.decode(&a).unwrap().body[..], b"a");
-            assert_eq!(memo.decode(&b).unwrap().status, 404);
-            assert!(memo.decode(&Bytes::from_static(b"junk")).is_none());
-        }
     }
 
     proptest! {

@@ -81,28 +81,61 @@ impl<'a> CacheRequest<'a> {
 /// `name=value` pairs sorted (duplicates kept, empty pairs dropped), so
 /// `?b=2&a=1` and `?a=1&b=2` share an entry while `?a=1&a=1` and `?a=1` do
 /// not. `HEAD` is keyed as `GET` (it is answered from the `GET` entry).
+#[cfg(test)]
 pub(crate) fn default_key(prefix: &str, req: &CacheRequest<'_>) -> String {
+    let mut key = String::new();
+    default_key_into(prefix, req, &mut key);
+    key
+}
+
+/// [`default_key`], appended to `key` (a buffer kept between requests).
+pub(crate) fn default_key_into(prefix: &str, req: &CacheRequest<'_>, key: &mut String) {
     let method = if req.method() == Method::HEAD { "GET" } else { req.method().as_str() };
     let path = req.path();
     let query = req.query().unwrap_or("");
-    let mut key = String::with_capacity(prefix.len() + 1 + method.len() + path.len() + 1 + query.len());
+    key.reserve(prefix.len() + 1 + method.len() + path.len() + 1 + query.len());
     key.push_str(prefix);
     key.push(':');
     key.push_str(method);
     key.push_str(path);
-    push_sorted_query(&mut key, query);
-    key
+    push_sorted_query(key, query);
 }
 
 fn push_sorted_query(key: &mut String, query: &str) {
-    if query.is_empty() {
+    if !query.contains('&') {
+        // One pair, or none: nothing to sort.
+        if !query.is_empty() {
+            key.push('?');
+            key.push_str(query);
+        }
         return;
     }
-    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    // Up to this many pairs are sorted on the stack.
+    const FEW: usize = 16;
+    let mut few = [""; FEW];
+    let mut n = 0;
+    let mut pairs = query.split('&').filter(|p| !p.is_empty());
+    for pair in pairs.by_ref() {
+        if n == FEW {
+            let mut many: Vec<&str> = few.to_vec();
+            many.push(pair);
+            many.extend(pairs);
+            many.sort_unstable();
+            push_pairs(key, &many);
+            return;
+        }
+        few[n] = pair;
+        n += 1;
+    }
+    let few = &mut few[..n];
+    few.sort_unstable();
+    push_pairs(key, few);
+}
+
+fn push_pairs(key: &mut String, pairs: &[&str]) {
     if pairs.is_empty() {
         return;
     }
-    pairs.sort_unstable();
     key.push('?');
     for (i, pair) in pairs.iter().enumerate() {
         if i > 0 {
@@ -159,6 +192,18 @@ mod tests {
         assert_ne!(key_of("/a?x"), key_of("/a"));
         let head = Request::head("/a").body(()).unwrap();
         assert_eq!(default_key("cache", &CacheRequest::new(&head)), key_of("/a"));
+    }
+
+    #[test]
+    fn long_queries_are_sorted_too() {
+        let pairs: Vec<String> = (0..40).map(|i| format!("p{:02}={}", (i * 7) % 40, i % 3)).collect();
+        let mut sorted = pairs.clone();
+        sorted.sort_unstable();
+        let reversed: Vec<&str> = pairs.iter().rev().map(String::as_str).collect();
+        let key = key_of(&format!("/a?{}", pairs.join("&")));
+        assert_eq!(key, format!("cache:GET/a?{}", sorted.join("&")));
+        assert_eq!(key, key_of(&format!("/a?&{}&", reversed.join("&&"))));
+        assert_eq!(key_of("/a?x=1"), "cache:GET/a?x=1");
     }
 
     #[test]

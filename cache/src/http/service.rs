@@ -18,8 +18,9 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::policy;
 use super::record::{self, Record};
-use super::request::{CacheRequest, vary_key};
+use super::request::{CacheRequest, default_key_into, vary_key};
 use super::stats::Counters;
+use crate::inner::L1Changes;
 use crate::{EntryOptions, Hit, LoadError, Loaded, Tier};
 
 /// Why a request was not looked up; the index into [`BYPASS_REASONS`].
@@ -106,18 +107,39 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready handles this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        match plan(&self.config, &req) {
+        let Self { inner, config: cfg } = self;
+        let screen = screen(cfg, &req);
+        let key = match &screen {
+            Ok(screen) => keyed(cfg, &req, screen),
+            Err(reason) => Err(*reason),
+        };
+        let key = match key {
+            Ok(Keyed::Answer(response)) => return ResponseFuture::ready(response),
+            Ok(Keyed::Key(key)) => key,
             Err(reason) => {
-                Counters::bump(&self.config.counters.bypasses);
+                Counters::bump(&cfg.counters.bypasses);
                 tracing::trace!(reason = BYPASS_REASONS[reason as usize], "brisk-cache: bypass");
-                ResponseFuture::bypass(inner.call(req), self.config.bypass_status[reason as usize].clone())
+                let status = cfg.bypass_status[reason as usize].clone();
+                return ResponseFuture::bypass(take_ready(inner).call(req), status);
             }
-            Ok(plan) => ResponseFuture::cached(Box::pin(run(Arc::clone(&self.config), inner, req, plan))),
-        }
+        };
+        let Ok(screen) = screen else { unreachable!("a bypass returned above") };
+        let plan = plan(cfg, &req, screen, key);
+        ResponseFuture::cached(Box::pin(run(Arc::clone(cfg), take_ready(inner), req, plan)))
     }
+}
+
+/// The service that was polled ready, to handle this request; a clone takes its place.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+/// What the checks before the key decided about a request that is looked up.
+struct Screen {
+    head: bool,
+    revalidate: bool,
+    principal: Option<String>,
 }
 
 /// What to do with a request that is looked up.
@@ -129,7 +151,7 @@ struct Plan {
     show_key: bool,
 }
 
-fn plan<B>(cfg: &Config, req: &Request<B>) -> Result<Plan, Bypass> {
+fn screen<B>(cfg: &Config, req: &Request<B>) -> Result<Screen, Bypass> {
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -142,6 +164,10 @@ fn plan<B>(cfg: &Config, req: &Request<B>) -> Result<Plan, Bypass> {
         return Err(Bypass::Condition);
     }
     let headers = req.headers();
+    if headers.is_empty() {
+        // Nothing below can bypass or revalidate.
+        return Ok(Screen { head, revalidate: false, principal: None });
+    }
     if headers.contains_key(header::RANGE) {
         return Err(Bypass::Range);
     }
@@ -163,22 +189,75 @@ fn plan<B>(cfg: &Config, req: &Request<B>) -> Result<Plan, Bypass> {
             None => return Err(reason),
         },
     };
-    let mut key = cfg.key(&view).ok_or(Bypass::Key)?;
-    if let Some(p) = &principal {
+    Ok(Screen {
+        head,
+        revalidate: cfg.request_no_cache && policy::request_wants_revalidation(headers, &directives),
+        principal,
+    })
+}
+
+/// A request's key, or the response when the front holds a fresh hit for it.
+// Matched at once: boxing the response would cost an allocation on every hit.
+#[allow(clippy::large_enum_variant)]
+enum Keyed<B: Body> {
+    Answer(Response<CacheBody<B>>),
+    Key(String),
+}
+
+thread_local! {
+    /// A buffer for the default key, kept between the requests of a thread
+    /// that are answered from the front (those need no key of their own).
+    static KEY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<Keyed<B>, Bypass> {
+    let view = CacheRequest::new(req);
+    // A `GET` the front may answer: a hit with its key shown and no
+    // conditions to evaluate.
+    let front = !screen.head
+        && !screen.revalidate
+        && screen.principal.is_none()
+        && (req.headers().is_empty() || !req.headers().contains_key(header::IF_NONE_MATCH));
+    let mut key = match &cfg.key_fn {
+        Some(f) => f(&view).ok_or(Bypass::Key)?,
+        None => {
+            let mut key = KEY.take();
+            key.clear();
+            default_key_into(&cfg.key_prefix, &view, &mut key);
+            key
+        }
+    };
+    if let Some(p) = &screen.principal {
         key.push_str("#principal:");
         key.push_str(p);
     }
+    if front && let Some(response) = answer(cfg, &key) {
+        if cfg.key_fn.is_none() {
+            KEY.set(key);
+        }
+        return Ok(Keyed::Answer(response));
+    }
+    Ok(Keyed::Key(key))
+}
+
+/// A fresh `HIT` from the front.
+fn answer<B: Body>(cfg: &Config, key: &str) -> Option<Response<CacheBody<B>>> {
+    let answer = cfg.front.answer(cfg, key, L1Changes::hash(key))?;
+    cfg.cache.count_l1_hit();
+    count(cfg, XCache::Hit, answer.status);
+    let mut response = Response::new(CacheBody::full(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    Some(response)
+}
+
+fn plan<B>(cfg: &Config, req: &Request<B>, screen: Screen, key: String) -> Plan {
+    let view = CacheRequest::new(req);
     let mut options = EntryOptions::new(cfg.ttl_for(&view));
     if let Some(tags) = &cfg.tags_fn {
         options = options.tags(tags(&view));
     }
-    Ok(Plan {
-        key,
-        options,
-        head,
-        revalidate: cfg.request_no_cache && policy::request_wants_revalidation(headers, &directives),
-        show_key: principal.is_none(),
-    })
+    Plan { key, options, head: screen.head, revalidate: screen.revalidate, show_key: screen.principal.is_none() }
 }
 
 /// A loader that ran told the cache not to store, or failed.
@@ -269,16 +348,24 @@ struct Mark<'a> {
 }
 
 fn apply<B>(cfg: &Config, response: &mut Response<B>, mark: Mark<'_>) {
+    count(cfg, mark.x_cache, response.status());
+    decorate(cfg, response.headers_mut(), mark);
+}
+
+/// Counts a response that was looked up.
+fn count(cfg: &Config, x_cache: XCache, status: StatusCode) {
     let counters = &cfg.counters;
-    Counters::bump(match mark.x_cache {
+    Counters::bump(match x_cache {
         XCache::Hit => &counters.hits,
         XCache::Miss => &counters.misses,
         XCache::Stale => &counters.stale,
     });
-    if response.status() == StatusCode::NOT_MODIFIED {
+    if status == StatusCode::NOT_MODIFIED {
         Counters::bump(&counters.not_modified);
     }
-    let headers = response.headers_mut();
+}
+
+fn decorate(cfg: &Config, headers: &mut HeaderMap, mark: Mark<'_>) {
     headers.insert(X_CACHE.clone(), mark.x_cache.value());
     if cfg.expose_key
         && let Some(key) = mark.key
@@ -318,6 +405,27 @@ fn from_record<B: Body>(
     conditions: &HeaderMap,
     mark: Mark<'_>,
 ) -> Response<CacheBody<B>> {
+    let x_cache = mark.x_cache;
+    let response = build(cfg, rec, head, conditions, mark);
+    count(cfg, x_cache, response.status());
+    response
+}
+
+/// The headers of a fresh `HIT` for a `GET` of `key` without conditions,
+/// `age` and `ttl` in whole seconds: those [`from_record`] gives it.
+pub(crate) fn hit_headers(cfg: &Config, rec: &Record, key: &str, age: u64, ttl: u64) -> HeaderMap {
+    let mark = Mark { x_cache: XCache::Hit, age, status: fresh_status(cfg, ttl), key: Some(key) };
+    build::<http_body_util::Empty<Bytes>>(cfg, rec.clone(), false, &HeaderMap::new(), mark).into_parts().0.headers
+}
+
+/// [`from_record`] without counting.
+fn build<B: Body>(
+    cfg: &Config,
+    rec: Record,
+    head: bool,
+    conditions: &HeaderMap,
+    mark: Mark<'_>,
+) -> Response<CacheBody<B>> {
     let not_modified = rec.status.is_success()
         && rec.headers.get(header::ETAG).is_some_and(|tag| policy::if_none_match(conditions, tag.as_bytes()));
     let mut response = if not_modified {
@@ -343,7 +451,7 @@ fn from_record<B: Body>(
         }
         response
     };
-    apply(cfg, &mut response, mark);
+    decorate(cfg, response.headers_mut(), mark);
     response
 }
 
@@ -369,19 +477,27 @@ fn status_response<B: Body>(status: StatusCode) -> Response<CacheBody<B>> {
 }
 
 fn hit_status(cfg: &Config, hit: &Hit<Bytes>) -> String {
-    // Built by hand: `format!` costs more than the rest of a hit's headers.
-    let mut out = String::with_capacity(cfg.name.len() + 48);
-    out.push_str(&cfg.name);
     if hit.is_stale() {
+        // Built by hand: `format!` costs more than the rest of a hit's headers.
+        let mut out = String::with_capacity(cfg.name.len() + 48);
+        out.push_str(&cfg.name);
         // Times of the cache's clock.
         let past = hit.read_at_ms.saturating_sub(hit.fresh_until_ms) / 1000;
         out.push_str("; hit; ttl=-");
         push_u64(&mut out, past);
         out.push_str("; detail=stale");
+        out
     } else {
-        out.push_str("; hit; ttl=");
-        push_u64(&mut out, hit.ttl_remaining().as_secs());
+        fresh_status(cfg, hit.ttl_remaining().as_secs())
     }
+}
+
+/// The `Cache-Status` of a fresh hit with `ttl` seconds left.
+fn fresh_status(cfg: &Config, ttl: u64) -> String {
+    let mut out = String::with_capacity(cfg.name.len() + 32);
+    out.push_str(&cfg.name);
+    out.push_str("; hit; ttl=");
+    push_u64(&mut out, ttl);
     out
 }
 
@@ -427,15 +543,17 @@ where
         // without the loader's bookkeeping. Anything else (a miss, L2, stale,
         // an early refresh due) goes through `get_or_load_bytes`.
         let mut start = None;
-        if let Some((hit, refresh)) = cfg.cache.l1_fresh(&plan.key).await
-            && let Some(rec) = cfg.memo.decode(hit.value())
+        let hash = L1Changes::hash(&plan.key);
+        if let Some(read) = cfg.cache.l1_fresh(&plan.key, hash).await
+            && let Some(rec) = cfg.front.record(&plan.key, hash, &read)
         {
+            let hit = &read.hit;
             if record::vary_matches(req.headers(), &rec.vary) {
-                if !refresh {
+                if !read.refresh {
                     cfg.cache.count_l1_hit();
                     let key = plan.show_key.then_some(plan.key.as_str());
                     let mark =
-                        Mark { x_cache: XCache::Hit, age: hit.age().as_secs(), status: hit_status(&cfg, &hit), key };
+                        Mark { x_cache: XCache::Hit, age: hit.age().as_secs(), status: hit_status(&cfg, hit), key };
                     return Ok(from_record(&cfg, rec, false, &conditions, mark));
                 }
             } else {
