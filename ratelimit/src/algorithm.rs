@@ -23,8 +23,8 @@
 /// Parameters of one policy, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Params {
-    /// Emission interval `t` and capacity `b·t` as `t` and `b`.
-    Gcra { t: u64, burst: u64 },
+    /// Emission interval `t` and capacity `b·t` as `t` and `b`; `per_t` divides by `t`.
+    Gcra { t: u64, burst: u64, per_t: Divisor },
     /// `limit` per `window`.
     FixedWindow { limit: u64, window: u64 },
     /// `limit` per `window`, previous window weighted.
@@ -35,9 +35,7 @@ impl Params {
     pub(crate) fn from_policy(policy: &crate::Policy) -> Params {
         let q = policy.quota;
         match policy.algorithm {
-            crate::Algorithm::Gcra => {
-                Params::Gcra { t: q.emission_interval_micros(), burst: u64::from(q.burst().get()) }
-            }
+            crate::Algorithm::Gcra => Params::gcra(q.emission_interval_micros(), u64::from(q.burst().get())),
             crate::Algorithm::FixedWindow => {
                 Params::FixedWindow { limit: u64::from(q.limit().get()), window: q.period_micros() }
             }
@@ -47,11 +45,53 @@ impl Params {
         }
     }
 
+    /// GCRA with emission interval `t` (at least 1) and burst `burst`.
+    pub(crate) fn gcra(t: u64, burst: u64) -> Params {
+        let t = t.max(1);
+        Params::Gcra { t, burst, per_t: Divisor::new(t) }
+    }
+
     /// The largest cost this policy can ever admit.
     pub(crate) fn capacity(&self) -> u64 {
         match *self {
             Params::Gcra { burst, .. } => burst,
             Params::FixedWindow { limit, .. } | Params::SlidingWindow { limit, .. } => limit,
+        }
+    }
+}
+
+/// Division by a fixed divisor `d` as a multiplication, for the GCRA's
+/// `remaining` on every decision: exact for every dividend below 2^52 (the
+/// capacity bound `Policy` checks), by Granlund and Montgomery's theorem
+/// ("Division by invariant integers using multiplication", 1994, thm 4.2):
+/// with `l = ⌈log2 d⌉` and `m = ⌈2^(52+l) / d⌉`, `⌊n / d⌋ = ⌊m·n / 2^(52+l)⌋`
+/// for `0 ≤ n < 2^52`. Larger dividends are divided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Divisor {
+    d: u64,
+    m: u64,
+    shift: u32,
+}
+
+impl Divisor {
+    const EXACT_BELOW_BITS: u32 = 52;
+
+    /// `d` must not be 0 (0 is taken as 1).
+    pub(crate) fn new(d: u64) -> Divisor {
+        let d = d.max(1);
+        let l = u64::BITS - (d - 1).leading_zeros();
+        let shift = Self::EXACT_BELOW_BITS + l;
+        // m ≤ 2^53 + 1: fits, and m·n < 2^106.
+        let m = (1u128 << shift).div_ceil(u128::from(d));
+        Divisor { d, m: u64::try_from(m).expect("m is at most 2^53 + 1"), shift }
+    }
+
+    #[inline(always)]
+    pub(crate) fn divide(self, n: u64) -> u64 {
+        if n < 1 << Self::EXACT_BELOW_BITS {
+            ((u128::from(n) * u128::from(self.m)) >> self.shift) as u64
+        } else {
+            n / self.d
         }
     }
 }
@@ -90,12 +130,12 @@ fn ceil_div(a: u64, b: u64) -> u64 {
 #[inline(always)] // the store's hot path: GCRA inline, the window algorithms called
 pub(crate) fn evaluate(params: Params, state: Option<State>, now: u64, cost: u64) -> Evaluation {
     match params {
-        Params::Gcra { t, burst } => {
+        Params::Gcra { t, burst, per_t } => {
             let tat = match state {
                 Some(State::Gcra { tat }) => tat,
                 _ => now,
             };
-            gcra(t, burst, tat, now, cost)
+            gcra(t, burst, per_t, tat, now, cost)
         }
         Params::FixedWindow { limit, window } => fixed_window(limit, window, state, now, cost),
         Params::SlidingWindow { limit, window } => sliding_window(limit, window, state, now, cost),
@@ -104,7 +144,7 @@ pub(crate) fn evaluate(params: Params, state: Option<State>, now: u64, cost: u64
 
 /// GCRA with emission interval `t`, burst `burst`, and the key's `tat` (`now` for a new key).
 #[inline(always)]
-fn gcra(t: u64, burst: u64, tat: u64, now: u64, cost: u64) -> Evaluation {
+pub(crate) fn gcra(t: u64, burst: u64, per_t: Divisor, tat: u64, now: u64, cost: u64) -> Evaluation {
     let base = tat.max(now);
     let capacity = t.saturating_mul(burst);
     let new_tat = base.saturating_add(t.saturating_mul(cost));
@@ -112,7 +152,7 @@ fn gcra(t: u64, burst: u64, tat: u64, now: u64, cost: u64) -> Evaluation {
         Evaluation {
             outcome: Outcome {
                 allowed: true,
-                remaining: (capacity - (new_tat - now)) / t,
+                remaining: per_t.divide(capacity - (new_tat - now)),
                 reset_after: new_tat - now,
                 retry_after: None,
             },
@@ -124,7 +164,7 @@ fn gcra(t: u64, burst: u64, tat: u64, now: u64, cost: u64) -> Evaluation {
         Evaluation {
             outcome: Outcome {
                 allowed: false,
-                remaining: capacity.saturating_sub(base - now) / t,
+                remaining: per_t.divide(capacity.saturating_sub(base - now)),
                 reset_after: base - now,
                 retry_after,
             },
@@ -236,8 +276,38 @@ mod tests {
     }
 
     #[test]
+    fn divisor_divides_exactly() {
+        let divisors = [1, 2, 3, 7, 10, 1_000, 3_600_000, 86_400_000_000, (1 << 52) - 1, 1 << 52, u64::MAX];
+        for d in divisors.into_iter().chain(1..=300) {
+            let div = Divisor::new(d);
+            let near = |k: u64| {
+                [k.saturating_mul(d).saturating_sub(1), k.saturating_mul(d), k.saturating_mul(d).saturating_add(1)]
+            };
+            let dividends = (0..=300).chain([(1 << 52) - 1, 1 << 52, u64::MAX]).chain((1..=300).flat_map(near));
+            for n in dividends.chain(near(((1u64 << 52) - 1) / d)) {
+                assert_eq!(div.divide(n), n / d, "{n} / {d}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn divisor_matches_division(d in 1u64.., small in 0u64..(1 << 52), any: u64, bits in 1u32..=52) {
+            let div = Divisor::new(d);
+            let scaled = small >> (52 - bits);
+            for n in [small, any, scaled] {
+                proptest::prop_assert_eq!(div.divide(n), n / d);
+            }
+            let d = d >> (64 - bits);
+            if d > 0 {
+                proptest::prop_assert_eq!(Divisor::new(d).divide(small), small / d);
+            }
+        }
+    }
+
+    #[test]
     fn gcra_burst_then_steady_rate() {
-        let p = Params::Gcra { t: 1_000, burst: 3 };
+        let p = Params::gcra(1_000, 3);
         let mut s = None;
         for remaining in [2, 1, 0] {
             let o = run(p, &mut s, NOW, 1);
@@ -259,7 +329,7 @@ mod tests {
 
     #[test]
     fn gcra_weights_and_impossible_cost() {
-        let p = Params::Gcra { t: 10, burst: 5 };
+        let p = Params::gcra(10, 5);
         let mut s = None;
         assert_eq!(run(p, &mut s, NOW, 3).remaining, 2);
         let o = run(p, &mut s, NOW, 3);
@@ -272,7 +342,7 @@ mod tests {
 
     #[test]
     fn gcra_refund_restores_units() {
-        let p = Params::Gcra { t: 10, burst: 5 };
+        let p = Params::gcra(10, 5);
         let mut s = None;
         run(p, &mut s, NOW, 5);
         s = refund(p, s, NOW, 2);

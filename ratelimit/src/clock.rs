@@ -95,3 +95,28 @@ impl Clock for FakeClock {
         self.now.load(Ordering::SeqCst)
     }
 }
+
+/// A clock as the crate keeps it: the system clock read inline (the hot path
+/// of the in-memory store), any other through the trait.
+#[derive(Debug, Clone)]
+pub(crate) enum SharedClock {
+    System(SystemClock),
+    Other(Arc<dyn Clock>),
+}
+
+impl SharedClock {
+    pub(crate) fn new<C: Clock>(clock: C) -> SharedClock {
+        match (&clock as &dyn std::any::Any).downcast_ref::<SystemClock>() {
+            Some(system) => SharedClock::System(system.clone()),
+            None => SharedClock::Other(Arc::new(clock)),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn now_micros(&self) -> u64 {
+        match self {
+            SharedClock::System(clock) => clock.now_micros(),
+            SharedClock::Other(clock) => clock.now_micros(),
+        }
+    }
+}

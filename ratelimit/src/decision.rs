@@ -47,7 +47,7 @@ impl Source {
     }
 }
 
-/// A policy's name as a decision holds it: a name of up to 23 bytes inline
+/// A policy's name as a decision holds it: a name of up to 22 bytes inline
 /// (most are), so that making and dropping a decision touches no reference
 /// count shared by every thread deciding for the policy; a longer one shared.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(crate) enum PolicyName {
     Shared(Arc<str>),
 }
 
-const INLINE_NAME: usize = 23;
+const INLINE_NAME: usize = 22;
 
 impl PolicyName {
     pub(crate) fn new(name: &Arc<str>) -> PolicyName {

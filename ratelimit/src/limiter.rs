@@ -33,7 +33,7 @@ use std::time::Duration;
 use crate::algorithm::{Outcome, Params};
 use crate::blocked::BlockedKeys;
 use crate::breaker::{Breaker, Permit, Transition};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::decision::{Decision, PolicyDecision, PolicyName, Source};
 use crate::error::{BuildError, Error};
 use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
@@ -55,9 +55,11 @@ pub(crate) struct LimiterInner {
     defaults: PolicySet,
     overrides: HashMap<String, PolicySet>,
     store: Arc<dyn Store>,
+    /// `store` when it is the in-memory store, called directly for one policy.
+    memory: Option<MemoryStore>,
     local: MemoryStore,
     instances: NonZeroU32,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     blocked: Option<BlockedKeys>,
     breaker: Breaker,
     pub(crate) metrics: Metrics,
@@ -110,7 +112,7 @@ pub struct RateLimiterBuilder {
     policies: Vec<Policy>,
     overrides: HashMap<String, Vec<Policy>>,
     store: Option<Arc<dyn Store>>,
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<SharedClock>,
     instances: NonZeroU32,
     blocked_capacity: usize,
     breaker_threshold: NonZeroU32,
@@ -319,12 +321,10 @@ impl RateLimiter {
         if op == Operation::Consume {
             record(&decision, set);
             if !decision.allowed {
-                tracing::info!(
-                    limiter = %inner.prefix,
+                self.log_denied(
                     key,
-                    policies = ?decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
-                    retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
-                    "rate limit exceeded"
+                    &decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
+                    decision.retry_after(),
                 );
             }
         }
@@ -340,8 +340,7 @@ impl RateLimiter {
         let inner = &*self.inner;
         let storage_key = StoreKey { prefix: &inner.prefix, key };
         let decision = if let ([policy], [params], [name]) = (policies, &*set.params, &*set.names) {
-            // One policy: no buffer, the outcome straight into the decision.
-            let outcome = inner.store.as_memory()?.decide_one(storage_key, policy, *params, cost, op);
+            let outcome = inner.memory.as_ref()?.decide_one(storage_key, policy, params, cost, op);
             Decision::one(policy_decision(policy, name.clone(), policy.quota, &outcome, Source::Store))
         } else {
             thread_local! {
@@ -367,16 +366,26 @@ impl RateLimiter {
         if op == Operation::Consume {
             record(&decision, set);
             if !decision.allowed {
-                tracing::info!(
-                    limiter = %inner.prefix,
+                self.log_denied(
                     key,
-                    policies = ?decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
-                    retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
-                    "rate limit exceeded"
+                    &decision.violated().map(|p| p.name()).collect::<Vec<_>>(),
+                    decision.retry_after(),
                 );
             }
         }
         Some(decision)
+    }
+
+    /// The `tracing` event of a refusal.
+    #[cold]
+    fn log_denied(&self, key: &str, policies: &[&str], retry_after: Option<Duration>) {
+        tracing::info!(
+            limiter = %self.inner.prefix,
+            key,
+            policies = ?policies,
+            retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+            "rate limit exceeded"
+        );
     }
 
     /// Decides without the store, policy by policy, as each is configured.
@@ -475,6 +484,28 @@ impl Future for Call<'_> {
                     return Poll::Ready(Err(Error::invalid_key()));
                 }
                 let set = limiter.policy_set(key);
+                let inner = &*limiter.inner;
+                if let (Some(memory), [policy], [params], [name]) =
+                    (&inner.memory, &*set.policies, &*set.params, &*set.names)
+                {
+                    // The common case, built where it is returned: one policy in memory.
+                    let key = StoreKey { prefix: &inner.prefix, key };
+                    let outcome = memory.decide_one(key, policy, params, cost, op);
+                    if op == Operation::Consume {
+                        set.metrics[0].decision(counted(outcome.allowed), Source::Store);
+                        if !outcome.allowed {
+                            let retry_after = outcome.retry_after.map(Duration::from_micros);
+                            limiter.log_denied(key.key, &[policy.name()], retry_after);
+                        }
+                    }
+                    return Poll::Ready(Ok(Decision::one(policy_decision(
+                        policy,
+                        name.clone(),
+                        policy.quota,
+                        &outcome,
+                        Source::Store,
+                    ))));
+                }
                 match limiter.decide_at_once(key, set, cost, op) {
                     Ok(decision) => return Poll::Ready(Ok(decision)),
                     Err(now) => this.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))),
@@ -485,7 +516,12 @@ impl Future for Call<'_> {
     }
 }
 
+fn counted(allowed: bool) -> Counted {
+    if allowed { Counted::Allowed } else { Counted::Denied }
+}
+
 /// Counts a decision per policy (the decision lists its policies in the set's order).
+#[inline]
 fn record(decision: &Decision, set: &PolicySet) {
     for (p, counters) in decision.policies.iter().zip(&set.metrics) {
         counters.decision(if p.allowed { Counted::Allowed } else { Counted::Denied }, p.source);
@@ -533,7 +569,7 @@ impl RateLimiterBuilder {
 
     /// Sets the clock of the in-memory store, blocked-key cache and breaker.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
+        self.clock = Some(SharedClock::new(clock));
         self
     }
 
@@ -577,8 +613,9 @@ impl RateLimiterBuilder {
         if self.prefix.contains(['{', '}']) {
             return Err(BuildError("the key prefix must not contain '{' or '}' (they form the Redis hash tag)".into()));
         }
-        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self.clock.unwrap_or_else(|| SharedClock::System(SystemClock::new()));
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
+        let memory = store.as_memory().cloned();
         let cooldown = self.breaker_cooldown.as_micros() as u64;
         Ok(RateLimiter {
             inner: Arc::new(LimiterInner {
@@ -586,6 +623,7 @@ impl RateLimiterBuilder {
                 defaults: PolicySet::new(self.policies),
                 overrides: self.overrides.into_iter().map(|(k, v)| (k, PolicySet::new(v))).collect(),
                 store,
+                memory,
                 local: MemoryStore::with_shared_clock(clock.clone()),
                 instances: self.instances,
                 clock,

@@ -7,7 +7,7 @@ use xxhash_rust::xxh3::xxh3_64_with_secret;
 
 use super::{Operation, Store, StoreError, StoreFuture, StoreKey, StoreRequest, sealed};
 use crate::algorithm::{self, Outcome, Params, State};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::quota::Policy;
 
 /// Counters in process memory: for a single instance, tests, and the
@@ -30,7 +30,7 @@ struct Inner {
     shards: Box<[PaddedShard]>,
     /// XXH3's secret: random, so the hash of a key cannot be predicted.
     secret: Box<[u8]>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -107,10 +107,10 @@ impl MemoryStore {
 
     /// A store on the given clock.
     pub fn with_clock(clock: impl Clock) -> Self {
-        Self::with_shared_clock(Arc::new(clock))
+        Self::with_shared_clock(SharedClock::new(clock))
     }
 
-    pub(crate) fn with_shared_clock(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_shared_clock(clock: SharedClock) -> Self {
         let shards = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4).next_power_of_two() * 8;
         // `RandomState` keys SipHash with random keys: its hashes of a counter are random bytes.
         let random = RandomState::new();
@@ -147,18 +147,30 @@ impl MemoryStore {
         &self,
         key: StoreKey<'_>,
         policy: &Policy,
-        params: Params,
+        params: &Params,
         cost: u64,
         op: Operation,
     ) -> Outcome {
+        let params = *params;
         // The bare key is hashed (the prefix is the same for most keys of a
         // store); entries compare prefix and key.
         let now = self.inner.clock.now_micros();
         let (hash, mut shard) = self.shard(key.key, now);
         let Shard { map, next_expiry, .. } = &mut *shard;
-        let stored = map.get_mut(&hash).and_then(|b| b.find_mut(&key));
+        let mut stored = map.get_mut(&hash).and_then(|b| b.find_mut(&key));
         match op {
             Operation::Consume => {
+                // A known key under GCRA: its time stamp read and written in place.
+                if let (Params::Gcra { t, burst, per_t }, Some(entry)) = (params, stored.as_deref_mut())
+                    && let Some(State::Gcra { tat }) = entry.slot(&policy.name)
+                {
+                    let e = algorithm::gcra(t, burst, per_t, *tat, now, cost);
+                    if e.outcome.allowed {
+                        *tat = e.expires_at;
+                        entry.expires_at = entry.expires_at.max(e.expires_at);
+                    }
+                    return e.outcome;
+                }
                 let e = algorithm::evaluate(params, stored.as_deref().and_then(|e| e.state(&policy.name)), now, cost);
                 if e.outcome.allowed {
                     match stored {
@@ -195,7 +207,7 @@ impl MemoryStore {
     fn decide_into(&self, request: StoreRequest<'_>, outcomes: &mut Vec<Outcome>) {
         outcomes.clear();
         if let ([policy], [params]) = (request.policies, request.params) {
-            outcomes.push(self.decide_one(request.key, policy, *params, request.cost, request.op));
+            outcomes.push(self.decide_one(request.key, policy, params, request.cost, request.op));
             return;
         }
         let now = self.inner.clock.now_micros();
@@ -490,7 +502,7 @@ mod tests {
     }
 
     fn one(store: &MemoryStore, prefix: &Arc<str>, key: &str, policy: &Policy, op: Operation) -> Outcome {
-        store.decide_one(StoreKey { prefix, key }, policy, Params::from_policy(policy), 1, op)
+        store.decide_one(StoreKey { prefix, key }, policy, &Params::from_policy(policy), 1, op)
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn command(name: &str, script: &[u8], request: &StoreRequest<'_>) -> redis::Cmd 
     cmd.arg(op).arg(request.cost);
     for params in request.params {
         let (algo, a, b) = match *params {
-            Params::Gcra { t, burst } => (1, t, burst),
+            Params::Gcra { t, burst, .. } => (1, t, burst),
             Params::FixedWindow { limit, window } => (2, limit, window),
             Params::SlidingWindow { limit, window } => (3, limit, window),
         };
