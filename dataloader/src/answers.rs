@@ -46,7 +46,8 @@ impl<V, E> Answerer<V, E> {
     pub(crate) fn new() -> Self {
         Answerer {
             answers: Arc::new(BatchAnswers {
-                inner: Mutex::new(Inner { answered: false, answers: Vec::new(), wakers: Vec::new() }),
+                // Room for the callers of a small batch without regrowing.
+                inner: Mutex::new(Inner { answered: false, answers: Vec::new(), wakers: Vec::with_capacity(16) }),
             }),
             slots: 0,
         }

@@ -47,6 +47,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {
+            // Waiting is polled in place; the other states move out.
+            if let State::Waiting(waiter) = &mut this.state {
+                let answer = std::task::ready!(Pin::new(waiter).poll(cx));
+                this.state = State::Done;
+                return Poll::Ready(answer);
+            }
             match std::mem::replace(&mut this.state, State::Done) {
                 State::New(key) => {
                     let mut ticket = None;
@@ -69,15 +75,7 @@ where
                     drop(lead);
                     this.state = State::Waiting(waiter);
                 }
-                State::Waiting(mut waiter) => {
-                    return match Pin::new(&mut waiter).poll(cx) {
-                        Poll::Ready(answer) => Poll::Ready(answer),
-                        Poll::Pending => {
-                            this.state = State::Waiting(waiter);
-                            Poll::Pending
-                        }
-                    };
-                }
+                State::Waiting(waiter) => this.state = State::Waiting(waiter),
                 State::Done => panic!("`DataLoader::load` future polled after completion"),
             }
         }
