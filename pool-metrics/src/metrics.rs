@@ -170,6 +170,10 @@ pub struct PoolMetricsBuilder {
     settings: Settings,
 }
 
+/// The bucket bounds, in seconds, that OpenTelemetry's semantic conventions
+/// give `db.client.connection.wait_time`, `.use_time` and `.create_time`.
+const SEMCONV_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
 impl Default for PoolMetricsBuilder {
     fn default() -> Self {
         Self {
@@ -179,12 +183,11 @@ impl Default for PoolMetricsBuilder {
                 pressure_threshold: 5,
                 pressure_period: Duration::from_secs(10),
                 held_too_long: Some(Duration::from_secs(30)),
-                // Few, readable buckets: a scrape encodes every one of them for every pool.
-                wait_buckets: vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ],
-                use_buckets: vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0],
-                create_buckets: vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                // OpenTelemetry's bucket bounds for these histograms: a scrape
+                // encodes every bucket of every pool, so few of them.
+                wait_buckets: SEMCONV_BUCKETS.to_vec(),
+                use_buckets: SEMCONV_BUCKETS.to_vec(),
+                create_buckets: SEMCONV_BUCKETS.to_vec(),
             },
         }
     }
@@ -235,19 +238,25 @@ impl PoolMetricsBuilder {
         self
     }
 
-    /// Bucket upper bounds, in seconds, of the wait-time histogram.
+    /// Bucket upper bounds, in seconds, of the wait-time histogram. Default:
+    /// OpenTelemetry's 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5 and 10 s.
+    /// Each bound is a line per pool in every scrape.
     pub fn wait_time_buckets(mut self, buckets: impl IntoIterator<Item = f64>) -> Self {
         self.settings.wait_buckets = buckets.into_iter().collect();
         self
     }
 
-    /// Bucket upper bounds, in seconds, of the use-time histogram.
+    /// Bucket upper bounds, in seconds, of the use-time histogram. Default:
+    /// OpenTelemetry's 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5 and 10 s.
+    /// Each bound is a line per pool in every scrape.
     pub fn use_time_buckets(mut self, buckets: impl IntoIterator<Item = f64>) -> Self {
         self.settings.use_buckets = buckets.into_iter().collect();
         self
     }
 
-    /// Bucket upper bounds, in seconds, of the create-time histogram.
+    /// Bucket upper bounds, in seconds, of the create-time histogram. Default:
+    /// OpenTelemetry's 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5 and 10 s.
+    /// Each bound is a line per pool in every scrape.
     pub fn create_time_buckets(mut self, buckets: impl IntoIterator<Item = f64>) -> Self {
         self.settings.create_buckets = buckets.into_iter().collect();
         self
