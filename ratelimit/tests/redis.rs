@@ -183,6 +183,8 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
     assert_eq!(l.check("k").await.unwrap().remaining(), 2);
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut con).await.unwrap();
     assert_eq!(l.check("k").await.unwrap().remaining(), 1);
+    // The script's one-policy path reads the state the same way.
+    let alone = build(&prefix, Some(store(&redis).await), vec![Policy::new("g", Quota::per_hour(nz(3)))]);
     for garbage in ["garbage", "inf", "nan", "1e300", "-5", "99999999999999999999", "1 2", ""] {
         for key in ["g", "w"] {
             let _: () =
@@ -191,6 +193,9 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
         let d = l.check("k").await.unwrap();
         assert!(d.is_allowed(), "{garbage:?}");
         assert_eq!(d.remaining(), 2, "unreadable state {garbage:?} counts as fresh, never an error");
+        let _: () = redis::cmd("SET").arg(format!("{prefix}{{k}}:g")).arg(garbage).query_async(&mut con).await.unwrap();
+        let d = alone.check("k").await.unwrap();
+        assert_eq!((d.is_allowed(), d.remaining()), (true, 2), "one policy, unreadable state {garbage:?}");
     }
 }
 
@@ -216,19 +221,26 @@ fn lua_agrees_with_memory_on_random_sequences() {
                 Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
                 Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
             ];
-            let on_redis = build(&prefix, Some(store(&redis).await), policies.clone());
-            let in_memory = build(&prefix, None, policies);
-            for (op, cost) in ops {
-                let (a, b) = match op {
-                    0 => (on_redis.check_n("k", nz(cost)).await, in_memory.check_n("k", nz(cost)).await),
-                    1 => (on_redis.peek("k", nz(cost)).await, in_memory.peek("k", nz(cost)).await),
-                    _ => (on_redis.refund("k", nz(cost)).await, in_memory.refund("k", nz(cost)).await),
-                };
-                let (a, b) = (a.unwrap(), b.unwrap());
-                prop_assert_eq!(a.is_allowed(), b.is_allowed());
-                for (x, y) in a.policies().iter().zip(b.policies()) {
-                    prop_assert_eq!((x.is_allowed(), x.remaining()), (y.is_allowed(), y.remaining()), "{}", x.name());
-                    prop_assert_eq!(x.retry_after().is_some(), y.retry_after().is_some());
+            // All three together, and the GCRA policy alone (the script's one-policy path).
+            let single = vec![policies[0].clone()];
+            let pairs = [
+                (build(&prefix, Some(store(&redis).await), policies.clone()), build(&prefix, None, policies)),
+                (build(&format!("{prefix}1:"), Some(store(&redis).await), single.clone()), build(&prefix, None, single)),
+            ];
+            for (on_redis, in_memory) in &pairs {
+                for &(op, cost) in &ops {
+                    let (a, b) = match op {
+                        0 => (on_redis.check_n("k", nz(cost)).await, in_memory.check_n("k", nz(cost)).await),
+                        1 => (on_redis.peek("k", nz(cost)).await, in_memory.peek("k", nz(cost)).await),
+                        _ => (on_redis.refund("k", nz(cost)).await, in_memory.refund("k", nz(cost)).await),
+                    };
+                    let (a, b) = (a.unwrap(), b.unwrap());
+                    prop_assert_eq!(a.is_allowed(), b.is_allowed());
+                    prop_assert_eq!(a.policies().len(), b.policies().len());
+                    for (x, y) in a.policies().iter().zip(b.policies()) {
+                        prop_assert_eq!((x.is_allowed(), x.remaining()), (y.is_allowed(), y.remaining()), "{}", x.name());
+                        prop_assert_eq!(x.retry_after().is_some(), y.retry_after().is_some());
+                    }
                 }
             }
             Ok(())

@@ -17,6 +17,39 @@ local op = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 
+-- The common case first, before any helper below is defined (each would be a
+-- new closure per call): one GCRA policy, consumed. The same arithmetic as
+-- the general path further down (`read`, `evaluate`, `floor_div`, `store`).
+if n == 1 and op == 0 and ARGV[3] == '1' then
+  local t = tonumber(ARGV[4])
+  local burst = tonumber(ARGV[5])
+  local tat = now
+  local raw = redis.call('GET', KEYS[1])
+  if raw and #raw <= 16 and string.match(raw, '^%d+$') then tat = tonumber(raw) end
+  local base = math.max(tat, now)
+  local capacity = t * burst
+  local new_tat = base + t * cost
+  local allowed, left, reset, retry = 1, capacity - (new_tat - now), new_tat - now, -1
+  if left < 0 then
+    allowed, left, reset = 0, math.max(capacity - (base - now), 0), base - now
+    if cost <= burst then retry = new_tat - capacity - now end
+  end
+  local remaining = math.floor(left / t)
+  if remaining * t > left then remaining = remaining - 1 end
+  if (remaining + 1) * t <= left then remaining = remaining + 1 end
+  if allowed == 1 then
+    local ttl_ms = math.floor(reset / 1000)
+    if ttl_ms * 1000 < reset then ttl_ms = ttl_ms + 1 end
+    if (ttl_ms - 1) * 1000 >= reset and ttl_ms > 0 then ttl_ms = ttl_ms - 1 end
+    if ttl_ms > 0 then
+      redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+  return { allowed, now, allowed, remaining, reset, retry }
+end
+
 local function ceil_div(a, b)
   local q = math.floor(a / b)
   if q * b < a then q = q + 1 end

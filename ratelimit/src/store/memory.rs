@@ -93,7 +93,68 @@ struct Entry {
     expires_at: u64,
     /// The first policy's state inline (most limiters have one policy), the others after it.
     first: Option<(Arc<str>, State)>,
-    others: Vec<(Arc<str>, State)>,
+    others: Spill<(Arc<str>, State)>,
+}
+
+/// The rare overflow of an inline slot: a pointer while empty, so that the
+/// map's slots stay small (fewer cache lines per look-up).
+#[derive(Debug)]
+#[allow(clippy::box_collection)] // the point: one word in the slot instead of a `Vec`'s three
+struct Spill<T>(Option<Box<Vec<T>>>);
+
+impl<T> Default for Spill<T> {
+    fn default() -> Self {
+        Spill(None)
+    }
+}
+
+impl<T> Spill<T> {
+    fn as_slice(&self) -> &[T] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        self.0.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.as_mut_slice().iter_mut()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, item: T) -> &mut T {
+        let items = self.0.get_or_insert_with(Box::default);
+        items.push(item);
+        items.last_mut().expect("just pushed")
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let item = self.0.as_mut()?.pop();
+        if self.is_empty() {
+            self.0 = None;
+        }
+        item
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        if let Some(items) = &mut self.0 {
+            items.retain(keep);
+            if items.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// The size of XXH3's default secret (it needs at least 136 bytes).
@@ -264,11 +325,11 @@ impl MemoryStore {
 /// Adds a key without state (the caller stores its states at once).
 fn insert<'m>(map: &'m mut Map, hash: u64, key: &StoreKey<'_>) -> &'m mut Entry {
     let entry =
-        Entry { prefix: key.prefix.clone(), key: key.key.into(), expires_at: 0, first: None, others: Vec::new() };
+        Entry { prefix: key.prefix.clone(), key: key.key.into(), expires_at: 0, first: None, others: Spill::default() };
     match map.entry(hash) {
         std::collections::hash_map::Entry::Occupied(bucket) => bucket.into_mut().push(entry),
         std::collections::hash_map::Entry::Vacant(slot) => {
-            &mut slot.insert(Bucket { first: entry, others: Vec::new() }).first
+            &mut slot.insert(Bucket { first: entry, others: Spill::default() }).first
         }
     }
 }
@@ -286,7 +347,7 @@ fn remove(map: &mut Map, hash: u64, key: &StoreKey<'_>) {
 #[derive(Debug)]
 struct Bucket {
     first: Entry,
-    others: Vec<Entry>,
+    others: Spill<Entry>,
 }
 
 impl Bucket {
@@ -299,8 +360,7 @@ impl Bucket {
     }
 
     fn push(&mut self, entry: Entry) -> &mut Entry {
-        self.others.push(entry);
-        self.others.last_mut().expect("just pushed")
+        self.others.push(entry)
     }
 
     /// Removes `key`; `true` when the bucket is left empty.
