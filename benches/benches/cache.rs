@@ -1,6 +1,7 @@
 //! brisk-cache: L1 hit, L2 hit next to a raw redis-rs GET of the same bytes
 //! (with the Redis command count per hit), and pattern clean-up of many keys
-//! next to KEYS + DEL, with the worst latency a concurrent PING saw.
+//! next to KEYS + DEL, with the worst latency a concurrent PING saw and the
+//! longest any one command ran inside Redis (SLOWLOG).
 //!
 //! ```sh
 //! cargo bench -p brisk-benches --bench cache -- --warm-up-time 1 --measurement-time 3
@@ -109,6 +110,39 @@ fn l2_hit(c: &mut Criterion) {
             after - before
         );
     });
+    rt.block_on(async {
+        // Side by side in time as well: rounds of 200 brisk hits and 200 raw
+        // GETs, alternating, so that a change in the machine's load between
+        // criterion's two measurements cannot pass for a difference.
+        let mut ratios = Vec::with_capacity(30);
+        let (mut brisk_total, mut raw_total) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..30 {
+            let t = Instant::now();
+            for _ in 0..200 {
+                black_box(cache.get_bytes(black_box("key")).await);
+            }
+            let brisk = t.elapsed();
+            let t = Instant::now();
+            for _ in 0..200 {
+                let v: Option<Bytes> =
+                    redis::cmd("GET").arg(black_box("raw:key")).query_async(&mut raw).await.expect("GET");
+                black_box(v);
+            }
+            let plain = t.elapsed();
+            ratios.push(brisk.as_secs_f64() / plain.as_secs_f64());
+            brisk_total += brisk;
+            raw_total += plain;
+        }
+        ratios.sort_by(f64::total_cmp);
+        eprintln!(
+            "cache bench: L2 hit vs raw GET, 30 alternating rounds of 200: brisk {:?}, raw {:?} per read; ratio median {:.2} (rounds {:.2}–{:.2})",
+            brisk_total / 6000,
+            raw_total / 6000,
+            ratios[15],
+            ratios[0],
+            ratios[29]
+        );
+    });
     let mut group = c.benchmark_group("cache_l2_hit_1KiB");
     group.bench_function("brisk_get_bytes", |b| {
         b.to_async(&rt).iter(|| async { black_box(cache.get_bytes(black_box("key")).await) })
@@ -134,10 +168,42 @@ async fn unbounded_connection(url: &str) -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection_with_config(&config).await.expect("a connection")
 }
 
-/// Runs `work` while another connection PINGs in a loop; returns the work's
-/// duration and the slowest PING.
-async fn with_ping_watch<F: std::future::Future<Output = ()>>(url: &str, work: F) -> (Duration, Duration) {
+/// What a concurrent watcher saw while some work ran.
+struct Watched {
+    /// The work's duration.
+    took: Duration,
+    /// The slowest PING sent from another connection, as its client saw it
+    /// (Redis's time plus this machine's scheduling of both processes).
+    worst_ping: Duration,
+    /// The longest any one command ran inside Redis (SLOWLOG, all commands
+    /// logged during the work), and its name: how long Redis was blocked.
+    longest_command: (Duration, String),
+    /// The 99th percentile of the work's commands inside Redis, and how
+    /// many they were.
+    p99: Duration,
+    commands: usize,
+}
+
+impl std::fmt::Display for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}, slowest concurrent PING {:?}, longest command inside Redis {:?} ({}), 99th percentile of its {} commands {:?}",
+            self.took, self.worst_ping, self.longest_command.0, self.longest_command.1, self.commands, self.p99
+        )
+    }
+}
+
+/// Runs `work` while another connection PINGs in a loop, with Redis logging
+/// every command's execution time.
+async fn with_ping_watch<F: std::future::Future<Output = ()>>(url: &str, work: F) -> Watched {
     let mut ping = unbounded_connection(url).await;
+    let mut admin = unbounded_connection(url).await;
+    for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "10000000")] {
+        let _: () =
+            redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut admin).await.expect("CONFIG SET");
+    }
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut admin).await.expect("SLOWLOG RESET");
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let watcher = tokio::spawn(async move {
@@ -153,7 +219,39 @@ async fn with_ping_watch<F: std::future::Future<Output = ()>>(url: &str, work: F
     work.await;
     let took = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    (took, watcher.await.expect("the PING task"))
+    let worst_ping = watcher.await.expect("the PING task");
+    // Each entry: id, time, microseconds, arguments, client address, name.
+    let log: Vec<Vec<redis::Value>> =
+        redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(&mut admin).await.expect("SLOWLOG GET");
+    let mut commands: Vec<(Duration, String)> = log
+        .iter()
+        .filter_map(|entry| match (entry.get(2), entry.get(3)) {
+            (Some(redis::Value::Int(micros)), Some(redis::Value::Array(args))) => {
+                let name = match args.first() {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_uppercase(),
+                    _ => "?".to_owned(),
+                };
+                Some((Duration::from_micros(u64::try_from(*micros).unwrap_or(0)), name))
+            }
+            _ => None,
+        })
+        .collect();
+    commands.sort_by_key(|(d, _)| *d);
+    let longest_command = commands.last().cloned().unwrap_or_default();
+    // The work's own commands (the watcher's PINGs left out), at the 99th
+    // percentile: what most of its commands cost, apart from the odd one
+    // this machine's scheduler stretched.
+    let work: Vec<Duration> = commands.iter().filter(|(_, n)| n != "PING").map(|(d, _)| *d).collect();
+    let p99 = work.get((work.len() * 99 / 100).min(work.len().saturating_sub(1))).copied().unwrap_or_default();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("10000")
+        .query_async(&mut admin)
+        .await
+        .expect("CONFIG SET");
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut admin).await.expect("SLOWLOG RESET");
+    Watched { took, worst_ping, longest_command, p99, commands: work.len() }
 }
 
 async fn populate(conn: &mut redis::aio::ConnectionManager, prefix: &str, n: usize) {
@@ -207,19 +305,19 @@ fn cleanup_report() {
         }
 
         // The noise floor: the slowest PING with nothing else running.
-        let (_, idle) = with_ping_watch(&server.url, tokio::time::sleep(Duration::from_secs(2))).await;
-        eprintln!("cache bench: slowest PING over 2 s with no clean-up running: {idle:?}");
+        let idle = with_ping_watch(&server.url, tokio::time::sleep(Duration::from_secs(2))).await;
+        eprintln!("cache bench: 2 s with no clean-up running (the noise floor): {idle}");
 
         // The clean-up: SCAN COUNT 1000 + UNLINK per batch.
         populate(&mut conn, "clean", n).await;
         let cache = TieredCache::builder().prefix("clean").redis_url(&server.url).expect("URL").build().expect("cache");
         cache.wait_until_ready().await;
-        let (took, worst) = with_ping_watch(&server.url, async {
+        let watched = with_ping_watch(&server.url, async {
             let removed = cache.remove_matching("k*").await.expect("clean-up");
             assert_eq!(removed, n as u64);
         })
         .await;
-        eprintln!("cache bench: SCAN+UNLINK clean-up of {n} keys: {took:?}, slowest concurrent PING {worst:?}");
+        eprintln!("cache bench: SCAN+UNLINK clean-up of {n} keys: {watched}");
 
         // The background clean-up invalidate_pattern starts: SCAN, MGET,
         // then UNLINK of the entries written before the invalidation.
@@ -241,7 +339,7 @@ fn cleanup_report() {
         }
         let cache = TieredCache::builder().prefix("bg").redis_url(&server.url).expect("URL").build().expect("cache");
         cache.wait_until_ready().await;
-        let (took, worst) = with_ping_watch(&server.url, async {
+        let watched = with_ping_watch(&server.url, async {
             cache.invalidate_pattern("k*").await.expect("invalidate");
             while cache.stats().cleanup_deleted < n as u64 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -249,13 +347,13 @@ fn cleanup_report() {
         })
         .await;
         eprintln!(
-            "cache bench: invalidate_pattern's background clean-up (SCAN+MGET+UNLINK) of {n} keys: {took:?}, slowest concurrent PING {worst:?}"
+            "cache bench: invalidate_pattern's background clean-up (SCAN+MGET+UNLINK) of {n} keys: {watched}"
         );
 
         // The same with KEYS + DEL (what brisk never sends).
         populate(&mut conn, "keys", n).await;
         let url = server.url.clone();
-        let (took, worst) = with_ping_watch(&server.url, async move {
+        let watched = with_ping_watch(&server.url, async move {
             let mut c = unbounded_connection(&url).await;
             let keys: Vec<String> = redis::cmd("KEYS").arg("keys:k*").query_async(&mut c).await.expect("KEYS");
             for chunk in keys.chunks(10_000) {
@@ -263,7 +361,7 @@ fn cleanup_report() {
             }
         })
         .await;
-        eprintln!("cache bench: KEYS+DEL clean-up of {n} keys: {took:?}, slowest concurrent PING {worst:?}");
+        eprintln!("cache bench: KEYS+DEL clean-up of {n} keys: {watched}");
     });
 }
 
