@@ -89,11 +89,43 @@ impl Hasher for HashIsKey {
 struct Entry {
     /// The limiter's prefix (a clone of its `Arc`: several limiters may share a store).
     prefix: Arc<str>,
-    key: Box<str>,
+    key: KeyBytes,
     expires_at: u64,
     /// The first policy's state inline (most limiters have one policy), the others after it.
     first: Option<(Arc<str>, State)>,
     others: Spill<(Arc<str>, State)>,
+}
+
+/// A key's bytes: up to 22 inline (IPv4 addresses, most API keys), so that
+/// comparing them reads the map's slot and no other cache line; longer ones
+/// on the heap.
+#[derive(Debug)]
+enum KeyBytes {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY: usize = 22;
+
+impl KeyBytes {
+    fn new(key: &str) -> KeyBytes {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY => {
+                let mut bytes = [0; INLINE_KEY];
+                bytes[..key.len()].copy_from_slice(key.as_bytes());
+                KeyBytes::Inline { len, bytes }
+            }
+            _ => KeyBytes::Heap(key.as_bytes().into()),
+        }
+    }
+
+    #[inline(always)]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyBytes::Heap(bytes) => bytes,
+        }
+    }
 }
 
 /// The rare overflow of an inline slot: a pointer while empty, so that the
@@ -324,8 +356,13 @@ impl MemoryStore {
 
 /// Adds a key without state (the caller stores its states at once).
 fn insert<'m>(map: &'m mut Map, hash: u64, key: &StoreKey<'_>) -> &'m mut Entry {
-    let entry =
-        Entry { prefix: key.prefix.clone(), key: key.key.into(), expires_at: 0, first: None, others: Spill::default() };
+    let entry = Entry {
+        prefix: key.prefix.clone(),
+        key: KeyBytes::new(key.key),
+        expires_at: 0,
+        first: None,
+        others: Spill::default(),
+    };
     match map.entry(hash) {
         std::collections::hash_map::Entry::Occupied(bucket) => bucket.into_mut().push(entry),
         std::collections::hash_map::Entry::Vacant(slot) => {
@@ -563,6 +600,23 @@ mod tests {
 
     fn one(store: &MemoryStore, prefix: &Arc<str>, key: &str, policy: &Policy, op: Operation) -> Outcome {
         store.decide_one(StoreKey { prefix, key }, policy, &Params::from_policy(policy), 1, op)
+    }
+
+    #[test]
+    fn keys_inline_and_on_the_heap_keep_their_own_state() {
+        let store = MemoryStore::with_clock(FakeClock::new());
+        let prefix: Arc<str> = Arc::from("rl:t:");
+        let policy = Policy::new("p", Quota::per_hour(NonZeroU32::new(1).expect("1")));
+        // Every length around the inline limit, and keys differing only in their last byte.
+        let keys: Vec<String> =
+            (1..=40).flat_map(|len| ["a", "b"].map(|last| format!("{}{last}", "k".repeat(len - 1)))).collect();
+        for key in &keys {
+            assert!(one(&store, &prefix, key, &policy, Operation::Consume).allowed, "{key}");
+        }
+        for key in &keys {
+            assert!(!one(&store, &prefix, key, &policy, Operation::Consume).allowed, "{key}");
+        }
+        assert_eq!(store.len(), keys.len());
     }
 
     #[test]
