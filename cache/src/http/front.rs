@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::response::Parts;
 use parking_lot::Mutex;
 
 use super::layer::Config;
@@ -35,22 +35,21 @@ struct Held {
     key: Box<str>,
     seen: L1Seen,
     rec: Record,
-    /// The headers of a `HIT` for the second it was built in.
+    /// The status and headers of a `HIT` for the second they were built in.
     ready: Option<Ready>,
 }
 
-/// The headers of a fresh hit (its key shown), which change only with the
-/// whole seconds of `Age` and of the TTL left.
+/// The status and headers of a fresh hit (its key shown), which change only
+/// with the whole seconds of `Age` and of the TTL left.
 struct Ready {
     age: u64,
     ttl: u64,
-    headers: HeaderMap,
+    parts: Parts,
 }
 
 /// A `HIT` response, in parts.
 pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    pub(crate) parts: Parts,
     pub(crate) body: Bytes,
 }
 
@@ -102,14 +101,14 @@ impl Front {
         // As `Hit::age` and `Hit::ttl_remaining` give them.
         let age = now.saturating_sub(env.written_at_ms()) / 1000;
         let ttl = env.fresh_until_ms().saturating_sub(now) / 1000;
-        let headers = match &held.ready {
-            Some(ready) if ready.age == age && ready.ttl == ttl => ready.headers.clone(),
+        let parts = match &held.ready {
+            Some(ready) if ready.age == age && ready.ttl == ttl => ready.parts.clone(),
             _ => {
-                let headers = super::service::hit_headers(cfg, &held.rec, key, age, ttl);
-                held.ready = Some(Ready { age, ttl, headers: headers.clone() });
-                headers
+                let parts = super::service::hit_parts(cfg, &held.rec, key, age, ttl);
+                held.ready = Some(Ready { age, ttl, parts: parts.clone() });
+                parts
             }
         };
-        Some(Answer { status: held.rec.status, headers, body: held.rec.body.clone() })
+        Some(Answer { parts, body: held.rec.body.clone() })
     }
 }

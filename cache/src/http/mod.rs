@@ -76,6 +76,16 @@
 //! body), and a request whose `If-None-Match` matches is answered `304` from
 //! the cache; the inner service never sees the condition.
 //!
+//! ## Hits
+//!
+//! Each layer keeps the decoded responses of up to 128 recent L1 hits, so a
+//! repeated `GET` (no credentials, no `If-None-Match`, no `Vary` on the
+//! entry) is answered in `call` itself, without reading L1 again. It is
+//! answered so only while the entry would still answer from L1: nothing
+//! changed in L1 for the key since it was read, and the entry is fresh,
+//! valid (generations and tombstones) and not due for an early refresh. Up
+//! to 128 bodies may so stay in memory after L1 dropped them.
+//!
 //! ## Concurrency and failure
 //!
 //! Concurrent misses of one key call the inner service once (the others wait

@@ -129,6 +129,23 @@ where
     }
 }
 
+/// An inner service whose calls a load's task can own: the bounds of
+/// [`Cache`]'s `Service` impl, named once for the functions behind it.
+trait Origin<Q, B>:
+    Service<Request<Q>, Response = Response<B>, Future: Send + 'static, Error: Send + 'static> + Send + 'static
+{
+}
+
+impl<S, Q, B> Origin<Q, B> for S where
+    S: Service<Request<Q>, Response = Response<B>, Future: Send + 'static, Error: Send + 'static> + Send + 'static
+{
+}
+
+/// A response body a load's task can own and read.
+trait SendBody: Body<Data: Send, Error: Send + 'static> + Send + 'static {}
+
+impl<B> SendBody for B where B: Body<Data: Send, Error: Send + 'static> + Send + 'static {}
+
 /// The service that was polled ready, to handle this request; a clone takes its place.
 fn take_ready<S: Clone>(inner: &mut S) -> S {
     let clone = inner.clone();
@@ -244,11 +261,8 @@ fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<
 fn answer<B: Body>(cfg: &Config, key: &str) -> Option<Response<CacheBody<B>>> {
     let answer = cfg.front.answer(cfg, key, L1Changes::hash(key))?;
     cfg.cache.count_l1_hit();
-    count(cfg, XCache::Hit, answer.status);
-    let mut response = Response::new(CacheBody::full(answer.body));
-    *response.status_mut() = answer.status;
-    *response.headers_mut() = answer.headers;
-    Some(response)
+    count(cfg, XCache::Hit, answer.parts.status);
+    Some(Response::from_parts(answer.parts, CacheBody::full(answer.body)))
 }
 
 fn plan<B>(cfg: &Config, req: &Request<B>, screen: Screen, key: String) -> Plan {
@@ -411,11 +425,11 @@ fn from_record<B: Body>(
     response
 }
 
-/// The headers of a fresh `HIT` for a `GET` of `key` without conditions,
-/// `age` and `ttl` in whole seconds: those [`from_record`] gives it.
-pub(crate) fn hit_headers(cfg: &Config, rec: &Record, key: &str, age: u64, ttl: u64) -> HeaderMap {
+/// The status and headers of a fresh `HIT` for a `GET` of `key` without
+/// conditions, `age` and `ttl` in whole seconds: those [`from_record`] gives it.
+pub(crate) fn hit_parts(cfg: &Config, rec: &Record, key: &str, age: u64, ttl: u64) -> http::response::Parts {
     let mark = Mark { x_cache: XCache::Hit, age, status: fresh_status(cfg, ttl), key: Some(key) };
-    build::<http_body_util::Empty<Bytes>>(cfg, rec.clone(), false, &HeaderMap::new(), mark).into_parts().0.headers
+    build::<http_body_util::Empty<Bytes>>(cfg, rec.clone(), false, &HeaderMap::new(), mark).into_parts().0
 }
 
 /// [`from_record`] without counting.
@@ -525,13 +539,9 @@ async fn run<S, Q, B>(
     plan: Plan,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
-    S: Service<Request<Q>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<Q, B>,
     Q: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Send + 'static,
+    B: SendBody,
 {
     let conditions = conditions(req.headers());
     if plan.head {
@@ -651,13 +661,9 @@ async fn lookup<S, Q, B>(
     start: Option<String>,
 ) -> Result<Response<CacheBody<B>>, S::Error>
 where
-    S: Service<Request<Q>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<Q, B>,
     Q: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Send + 'static,
+    B: SendBody,
 {
     let shown = plan.show_key.then_some(plan.key.as_str());
     let first = start.is_some();
