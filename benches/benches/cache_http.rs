@@ -221,8 +221,9 @@ fn cached_get(c: &mut Criterion) {
     group.finish();
 }
 
-/// What a hit through the layer is made of: the cache's own read, alone and
-/// through `get_or_load_bytes` (the layer's path).
+/// The cache's own read of the entry, alone and through `get_or_load_bytes`:
+/// what a request costs the layer when its front of recent hits cannot
+/// answer it (the first hit of a key, or one after L1 changed for it).
 fn components(c: &mut Criterion) {
     let rt = runtime();
     let cache = TieredCache::builder().build().expect("an L1-only cache");
