@@ -27,7 +27,7 @@
 //! The scope is task-local: work spawned onto another task (`tokio::spawn`) is
 //! not counted unless it runs inside [`RequestScope::run`] with the same scope.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ thread_local! {
     /// any, else the request's (lazily created) scope. Set only while the
     /// request's future or body is polled and taken back afterwards, so it
     /// travels with the request's future as a task-local does.
-    static CURRENT: RefCell<Option<LazyScope>> = const { RefCell::new(None) };
+    static CURRENT: Cell<Option<LazyScope>> = const { Cell::new(None) };
 }
 
 /// The counters of one request. Cloning shares them.
@@ -65,32 +65,43 @@ impl LazyScope {
 /// Runs `f` with `scope` current: [`record`] inside it counts in `scope`.
 /// Nested scopes (a [`RequestScope::run`] inside a request) take over until
 /// they return, as task-locals do.
+#[inline]
 pub(crate) fn enter<R>(scope: &mut LazyScope, f: impl FnOnce() -> R) -> R {
-    /// Puts the outer scope back, also when `f` panics.
-    struct Restore<'a> {
-        scope: &'a mut LazyScope,
-        outer: Option<LazyScope>,
-    }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let outer = self.outer.take();
-            let mine = CURRENT.try_with(|current| std::mem::replace(&mut *current.borrow_mut(), outer));
-            if let Ok(Some(mine)) = mine {
-                *self.scope = mine;
-            }
+    let _entered = Entered::new(scope);
+    f()
+}
+
+/// `scope` made current until this is dropped (also when the code run
+/// meanwhile panics); then the outer scope is current again. For code that
+/// should not move its values into a closure, as [`enter`] would.
+#[derive(Debug)]
+pub(crate) struct Entered<'a> {
+    scope: &'a mut LazyScope,
+    /// The scope that was current before; `None` when the thread-local is gone
+    /// (the thread is shutting down) and `scope` stayed where it was.
+    outer: Option<Option<LazyScope>>,
+}
+
+impl<'a> Entered<'a> {
+    #[inline]
+    pub(crate) fn new(scope: &'a mut LazyScope) -> Self {
+        let mut mine = Some(std::mem::take(scope));
+        let outer = CURRENT.try_with(|current| current.replace(mine.take())).ok();
+        if let Some(mine) = mine {
+            // Nothing can be recorded: keep the scope.
+            *scope = mine;
         }
+        Self { scope, outer }
     }
-    let mut mine = Some(std::mem::take(scope));
-    let outer = CURRENT.try_with(|current| current.borrow_mut().replace(mine.take().expect("taken once")));
-    match outer {
-        Ok(outer) => {
-            let _restore = Restore { scope, outer };
-            f()
-        }
-        // The thread is shutting down: nothing can be recorded, keep the scope.
-        Err(_) => {
-            *scope = mine.take().unwrap_or_default();
-            f()
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(outer) = self.outer.take()
+            && let Ok(Some(mine)) = CURRENT.try_with(|current| current.replace(outer))
+        {
+            *self.scope = mine;
         }
     }
 }
@@ -174,8 +185,9 @@ impl<T> ScopeOutput<T> {
 /// outside a request scope.
 pub fn record(name: &str, amount: u64) {
     let _ = CURRENT.try_with(|current| {
-        if let Some(scope) = current.borrow_mut().as_mut() {
+        if let Some(mut scope) = current.take() {
             scope.0.get_or_insert_with(RequestScope::new).add(name, amount);
+            current.set(Some(scope));
         }
     });
 }
@@ -183,7 +195,15 @@ pub fn record(name: &str, amount: u64) {
 /// The current request's counter `name`; `None` outside a scope or when nothing
 /// was recorded on it.
 pub fn current(name: &str) -> Option<u64> {
-    CURRENT.try_with(|current| current.borrow().as_ref()?.get()?.get(name)).ok().flatten()
+    CURRENT
+        .try_with(|current| {
+            let scope = current.take()?;
+            let value = scope.get().and_then(|s| s.get(name));
+            current.set(Some(scope));
+            value
+        })
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -136,8 +136,13 @@ impl Shared {
         RouteState {
             method,
             template: template.into(),
+            limits: budget.as_ref().map(Limits::of),
             budget,
-            stats: Mutex::new(RouteStats::new(&self.config)),
+            stats: Mutex::new(RouteStats::new(
+                &self.config,
+                #[cfg(feature = "prometheus")]
+                self.metrics.histograms(),
+            )),
             #[cfg(feature = "prometheus")]
             metrics: self
                 .metrics
@@ -155,7 +160,13 @@ impl Shared {
     /// Forgets every measurement (the routes stay).
     pub(crate) fn reset(&self) {
         for route in self.routes() {
-            *route.stats.lock() = RouteStats::new(&self.config);
+            let mut stats = route.stats.lock();
+            // The RED histograms are Prometheus counters: they only go up.
+            *stats = RouteStats::new(
+                &self.config,
+                #[cfg(feature = "prometheus")]
+                stats.red.clone(),
+            );
         }
     }
 }
@@ -234,10 +245,14 @@ pub(crate) struct RouteStats {
     pub(crate) cache: CacheCounts,
     pub(crate) violations: Vec<(String, u64)>,
     warnings: Vec<(String, Option<u64>, u64)>,
+    /// The RED histograms, counted under this lock and read at scrape time;
+    /// they include warm-up requests and survive [`Shared::reset`].
+    #[cfg(feature = "prometheus")]
+    pub(crate) red: crate::metrics::RouteHistograms,
 }
 
 impl RouteStats {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, #[cfg(feature = "prometheus")] red: crate::metrics::RouteHistograms) -> Self {
         Self {
             seen: 0,
             warm_up_skipped: 0,
@@ -250,6 +265,8 @@ impl RouteStats {
             cache: CacheCounts::default(),
             violations: Vec::new(),
             warnings: Vec::new(),
+            #[cfg(feature = "prometheus")]
+            red,
         }
     }
 
@@ -265,6 +282,8 @@ pub(crate) struct RouteState {
     pub(crate) method: &'static str,
     pub(crate) template: Box<str>,
     pub(crate) budget: Option<RouteBudget>,
+    /// The budget's limits in the form the hot path checks first.
+    limits: Option<Limits>,
     pub(crate) stats: Mutex<RouteStats>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: crate::metrics::RouteMetrics,
@@ -295,68 +314,72 @@ impl RouteState {
     /// Records a finished request and checks it against the budget.
     pub(crate) fn finish(&self, shared: &Shared, done: &Finished<'_>) {
         #[cfg(feature = "prometheus")]
-        self.metrics.observe(done.status, done.latency.as_secs_f64(), done.body_bytes);
+        self.metrics.count_request(done.status);
 
-        let mut violations: Vec<(String, String)> = Vec::new();
+        let mut stats = self.stats.lock();
+        #[cfg(feature = "prometheus")]
+        stats.red.observe(done.latency.as_secs_f64(), done.body_bytes);
+        stats.seen += 1;
+        if stats.seen <= shared.config.warm_up {
+            stats.warm_up_skipped += 1;
+            return;
+        }
+        let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
+        // `record` grows the auto-resizing histogram; `micros` is capped, so it cannot fail.
+        let _ = stats.latency_us.record(micros);
+        stats.window.record_at(done.at, shared.origin, micros);
+        if done.status.is_none() {
+            stats.errors += 1;
+        }
+        stats.payload_max = stats.payload_max.max(done.body_bytes);
+        if let Some(scope) = done.scope {
+            scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
+                Some((_, max)) => *max = (*max).max(value),
+                None => stats.counters_max.push((name.into(), value)),
+            });
+        }
+        match done.cache {
+            CacheStatus::Hit => stats.cache.hit += 1,
+            CacheStatus::Stale => stats.cache.stale += 1,
+            CacheStatus::Miss => stats.cache.miss += 1,
+            CacheStatus::Bypass => stats.cache.bypass += 1,
+            CacheStatus::Absent => stats.cache.absent += 1,
+        }
+        let (Some(budget), Some(limits)) = (&self.budget, &self.limits) else {
+            return;
+        };
+        if limits.surely_within(done, shared.config.cache_misses_break) {
+            return;
+        }
+        let violations = broken(budget, done, shared.config.cache_misses_break);
         let now = shared.nanos_since_origin(done.at);
-        let mut warn: Vec<(String, String, u64)> = Vec::new();
-        {
-            let mut stats = self.stats.lock();
-            stats.seen += 1;
-            if stats.seen <= shared.config.warm_up {
-                stats.warm_up_skipped += 1;
-                return;
+        let mut warn: Vec<(&str, &str, u64)> = Vec::new();
+        for (budget, detail) in &violations {
+            match stats.violations.iter_mut().find(|(b, _)| b == budget) {
+                Some((_, n)) => *n += 1,
+                None => stats.violations.push((budget.clone(), 1)),
             }
-            let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
-            // `record` grows the auto-resizing histogram; `micros` is capped, so it cannot fail.
-            let _ = stats.latency_us.record(micros);
-            stats.window.record(now, micros);
-            if done.status.is_none() {
-                stats.errors += 1;
-            }
-            stats.payload_max = stats.payload_max.max(done.body_bytes);
-            if let Some(scope) = done.scope {
-                scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
-                    Some((_, max)) => *max = (*max).max(value),
-                    None => stats.counters_max.push((name.into(), value)),
-                });
-            }
-            match done.cache {
-                CacheStatus::Hit => stats.cache.hit += 1,
-                CacheStatus::Stale => stats.cache.stale += 1,
-                CacheStatus::Miss => stats.cache.miss += 1,
-                CacheStatus::Bypass => stats.cache.bypass += 1,
-                CacheStatus::Absent => stats.cache.absent += 1,
-            }
-            if let Some(budget) = &self.budget {
-                violations = broken(budget, done, shared.config.cache_misses_break);
-            }
-            for (budget, detail) in &violations {
-                match stats.violations.iter_mut().find(|(b, _)| b == budget) {
-                    Some((_, n)) => *n += 1,
-                    None => stats.violations.push((budget.clone(), 1)),
+            // At most one warning per route and budget per interval; the
+            // next one says how many were held back.
+            let interval = u64::try_from(shared.config.warn_interval.as_nanos()).unwrap_or(u64::MAX);
+            let slot = match stats.warnings.iter().position(|w| &w.0 == budget) {
+                Some(i) => i,
+                None => {
+                    stats.warnings.push((budget.clone(), None, 0));
+                    stats.warnings.len() - 1
                 }
-                // At most one warning per route and budget per interval; the
-                // next one says how many were held back.
-                let interval = u64::try_from(shared.config.warn_interval.as_nanos()).unwrap_or(u64::MAX);
-                let slot = match stats.warnings.iter().position(|w| &w.0 == budget) {
-                    Some(i) => i,
-                    None => {
-                        stats.warnings.push((budget.clone(), None, 0));
-                        stats.warnings.len() - 1
-                    }
-                };
-                let entry = &mut stats.warnings[slot];
-                let due = entry.1.is_none_or(|last| now.saturating_sub(last) >= interval);
-                if due {
-                    warn.push((budget.clone(), detail.clone(), entry.2));
-                    entry.1 = Some(now);
-                    entry.2 = 0;
-                } else {
-                    entry.2 += 1;
-                }
+            };
+            let entry = &mut stats.warnings[slot];
+            let due = entry.1.is_none_or(|last| now.saturating_sub(last) >= interval);
+            if due {
+                warn.push((budget, detail, entry.2));
+                entry.1 = Some(now);
+                entry.2 = 0;
+            } else {
+                entry.2 += 1;
             }
         }
+        drop(stats);
         #[cfg(feature = "prometheus")]
         for (budget, _) in &violations {
             self.metrics.violation(budget);
@@ -369,6 +392,39 @@ impl RouteState {
                 "performance budget exceeded: {detail}"
             );
         }
+    }
+}
+
+/// A route budget's limits as the hot path checks them: one comparison per
+/// kind of budget, before [`broken`] works out which budgets a request broke.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The lowest latency limit (`Duration::MAX` when none).
+    latency: Duration,
+    /// `u64::MAX` when none.
+    payload: u64,
+    has_counters: bool,
+    cache_required: bool,
+}
+
+impl Limits {
+    fn of(budget: &RouteBudget) -> Self {
+        Self {
+            latency: budget.latency_thresholds().min().unwrap_or(Duration::MAX),
+            payload: budget.max_payload.unwrap_or(u64::MAX),
+            has_counters: budget.counter_limits().next().is_some(),
+            cache_required: budget.cache_required,
+        }
+    }
+
+    /// Whether the request certainly broke none of the budget (`false` when it
+    /// may have: [`broken`] decides).
+    fn surely_within(&self, done: &Finished<'_>, cache_misses_break: bool) -> bool {
+        done.latency <= self.latency
+            && done.body_bytes <= self.payload
+            // A request that recorded nothing is within every counter budget.
+            && !(self.has_counters && done.scope.is_some())
+            && (!self.cache_required || done.cache.meets_cache_requirement(cache_misses_break))
     }
 }
 

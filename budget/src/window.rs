@@ -1,7 +1,7 @@
 //! A latency histogram over a sliding window: a ring of histograms, one per slice
 //! of the window, each cleared when its slice comes round again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -13,6 +13,9 @@ const WINDOW_SIGFIG: u8 = 2;
 pub(crate) struct Window {
     slice_nanos: u64,
     slices: Vec<Slice>,
+    /// The slice of the last record, as instants (start, end) and its epoch:
+    /// a record within it needs no clock arithmetic.
+    current: Option<(Instant, Instant, u64)>,
 }
 
 #[derive(Debug)]
@@ -30,12 +33,36 @@ impl Window {
     pub(crate) fn new(length: Duration, slices: usize) -> Self {
         let slices = slices.max(1);
         let slice_nanos = (u64::try_from(length.as_nanos()).unwrap_or(u64::MAX) / slices as u64).max(1);
-        Self { slice_nanos, slices: (0..slices).map(|_| Slice { epoch: u64::MAX, hist: histogram() }).collect() }
+        Self {
+            slice_nanos,
+            slices: (0..slices).map(|_| Slice { epoch: u64::MAX, hist: histogram() }).collect(),
+            current: None,
+        }
+    }
+
+    /// Records `value` at the instant `at`; `origin` is the layer's origin.
+    pub(crate) fn record_at(&mut self, at: Instant, origin: Instant, value: u64) {
+        let epoch = match self.current {
+            Some((start, end, epoch)) if start <= at && at < end => epoch,
+            _ => {
+                let nanos = u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
+                let epoch = nanos / self.slice_nanos;
+                let start = origin.checked_add(Duration::from_nanos(epoch * self.slice_nanos));
+                self.current = start
+                    .and_then(|start| Some((start, start.checked_add(Duration::from_nanos(self.slice_nanos))?, epoch)));
+                epoch
+            }
+        };
+        self.record_in(epoch, value);
     }
 
     /// Records `value` at `at` (nanoseconds since the layer's origin).
+    #[cfg(test)]
     pub(crate) fn record(&mut self, at: u64, value: u64) {
-        let epoch = at / self.slice_nanos;
+        self.record_in(at / self.slice_nanos, value);
+    }
+
+    fn record_in(&mut self, epoch: u64, value: u64) {
         let n = self.slices.len() as u64;
         let slice = &mut self.slices[(epoch % n) as usize];
         if slice.epoch != epoch {

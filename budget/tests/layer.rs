@@ -219,6 +219,28 @@ async fn cardinality_stays_bounded_with_10_000_raw_paths() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn red_histograms_count_warm_up_requests_and_survive_a_reset() {
+    let layer = BudgetLayer::builder(Budgets::new()).warm_up(2).build();
+    let mut svc = app(layer.clone());
+    for _ in 0..3 {
+        call(&mut svc, Method::GET, "/items/1").await;
+    }
+    assert_eq!(layer.report().route("GET /items/{ms}").unwrap().count, 1, "two were warm-up");
+    layer.reset();
+    assert_eq!(layer.report().route("GET /items/{ms}").unwrap().count, 0);
+    let text = exposition(&layer);
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_count{method="GET",route="/items/{ms}"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_bucket{le="0.005",method="GET",route="/items/{ms}"} 3"#)
+    );
+    assert!(text.contains(r#"http_server_response_body_size_bytes_sum{method="GET",route="/items/{ms}"} 3.0"#));
+    assert!(text.contains(r#"http_server_response_body_size_bytes_count{method="GET",route="/items/{ms}"} 3"#));
+}
+
+#[tokio::test(start_paused = true)]
 async fn exposition_parses_as_openmetrics_and_buckets_hold_every_threshold() {
     let budgets = Budgets::from_yaml_str(
         "api_endpoints:\n  GET /items/:ms: {p50: 30ms, p95: 110ms, p99: 333ms, max_payload: 20KiB}\n",

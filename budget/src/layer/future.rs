@@ -39,7 +39,7 @@ impl InFlight {
     /// What the layer knows when the response head is ready.
     fn head<B>(&mut self, response: &mut Response<B>) {
         self.status = Some(response.status().as_u16());
-        self.cache = CacheStatus::from_header(response.headers().get(X_CACHE));
+        self.cache = CacheStatus::from_header(x_cache(response.headers()));
         if self.shared.config.server_timing {
             let value = self.server_timing(response);
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -81,6 +81,15 @@ impl InFlight {
         }
         value
     }
+}
+
+/// The `X-Cache` header. A response carries few headers: comparing each name
+/// with `x-cache` costs less than hashing it for a look-up.
+fn x_cache(headers: &http::HeaderMap) -> Option<&HeaderValue> {
+    if headers.keys_len() > 8 {
+        return headers.get(X_CACHE);
+    }
+    headers.iter().find(|(name, _)| name.as_str().as_bytes() == b"x-cache").map(|(_, value)| value)
 }
 
 fn is_token(s: &str) -> bool {

@@ -66,7 +66,7 @@ impl BudgetLayer {
     ///   `cache_required` or another counter's name).
     #[cfg(feature = "prometheus")]
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.shared.metrics.register(registry);
+        self.shared.metrics.register(registry, self.shared.clone());
     }
 }
 

@@ -78,7 +78,10 @@ where
             }
         };
         let mut scope = LazyScope::default();
-        let inner = scope::enter(&mut scope, || self.inner.call(req));
+        // The inner service's own code counts towards this request.
+        let entered = scope::Entered::new(&mut scope);
+        let inner = self.inner.call(req);
+        drop(entered);
         ResponseFuture::new(inner, InFlight::new(self.shared.clone(), route, start, scope))
     }
 }
