@@ -749,6 +749,17 @@ async fn repeated_hits_still_refresh_early() {
     let (r, body) = call(&service, "/r").await;
     assert_eq!((header(&r, "x-cache"), &body[..]), ("HIT", &b"1"[..]));
     assert_eq!(cache.stats().early_refreshes, 1);
+    // The refresh runs in the background with the request's service and
+    // request: the inner service is called once more and its response
+    // stored, so the next read is a hit on the new one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) < 2 || cache.stats().loads < 2 {
+        assert!(std::time::Instant::now() < deadline, "the early refresh did not reload the entry");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (r, body) = call(&service, "/r").await;
+    assert_eq!((header(&r, "x-cache"), &body[..]), ("HIT", &b"2"[..]));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 /// Layers configured differently from one layer do not share the hits they

@@ -319,6 +319,17 @@ impl<S, Q, B: Body, E> Slot<S, Q, B, E> {
         Some((service, request, headers))
     }
 
+    /// `f` of the request's headers, wherever they are now (in the request,
+    /// or kept by the loader that took it).
+    fn with_headers<R>(&self, f: impl FnOnce(&HeaderMap) -> R) -> Option<R> {
+        let st = self.state.lock();
+        match (&st.request, &st.headers) {
+            (Some(request), _) => Some(f(request.headers())),
+            (None, Some(headers)) => Some(f(headers)),
+            (None, None) => None,
+        }
+    }
+
     fn finish(&self, outcome: Outcome<B, E>) {
         self.state.lock().outcome = Some(outcome);
     }
@@ -685,8 +696,22 @@ where
             move || load(cfg, slot, ttl)
         };
         let result = cfg.cache.get_or_load_bytes(key, &plan.options, loader).await;
-        let st = slot.take();
         let shown_key = if variant { plan.show_key.then_some(key) } else { shown };
+        // A fresh entry from the cache that this request's headers match is
+        // answered without taking the service and the request back from the
+        // slot: an early refresh the read started in the background takes
+        // them from there to reload the entry.
+        if let Ok(hit) = &result
+            && !matches!(hit.tier(), Tier::Loader)
+            && !hit.is_stale()
+            && let Some(rec) = record::decode(hit.value())
+            && slot.with_headers(|headers| record::vary_matches(headers, &rec.vary)) == Some(true)
+        {
+            let mark =
+                Mark { x_cache: XCache::Hit, age: hit.age().as_secs(), status: hit_status(cfg, hit), key: shown_key };
+            return Ok(from_record(cfg, rec, false, conditions, mark));
+        }
+        let st = slot.take();
         let hit = match result {
             Ok(hit) => hit,
             Err(err) => {
