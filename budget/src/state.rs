@@ -136,6 +136,9 @@ impl Shared {
         RouteState {
             method,
             template: template.into(),
+            clock: self.clock.clone(),
+            origin: self.origin,
+            config: self.config.clone(),
             limits: budget.as_ref().map(Limits::of),
             budget,
             stats: Mutex::new(RouteStats::new(
@@ -281,6 +284,11 @@ impl RouteStats {
 pub(crate) struct RouteState {
     pub(crate) method: &'static str,
     pub(crate) template: Box<str>,
+    /// The layer's clock, origin and settings, copied here so a request in
+    /// flight holds its route and nothing else.
+    pub(crate) clock: Arc<dyn Clock>,
+    origin: Instant,
+    pub(crate) config: Config,
     pub(crate) budget: Option<RouteBudget>,
     /// The budget's limits in the form the hot path checks first.
     limits: Option<Limits>,
@@ -312,7 +320,7 @@ impl RouteState {
     }
 
     /// Records a finished request and checks it against the budget.
-    pub(crate) fn finish(&self, shared: &Shared, done: &Finished<'_>) {
+    pub(crate) fn finish(&self, done: &Finished<'_>) {
         #[cfg(feature = "prometheus")]
         self.metrics.count_request(done.status);
 
@@ -320,14 +328,14 @@ impl RouteState {
         #[cfg(feature = "prometheus")]
         stats.red.observe(done.latency.as_secs_f64(), done.body_bytes);
         stats.seen += 1;
-        if stats.seen <= shared.config.warm_up {
+        if stats.seen <= self.config.warm_up {
             stats.warm_up_skipped += 1;
             return;
         }
         let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
         // `record` grows the auto-resizing histogram; `micros` is capped, so it cannot fail.
         let _ = stats.latency_us.record(micros);
-        stats.window.record_at(done.at, shared.origin, micros);
+        stats.window.record_at(done.at, self.origin, micros);
         if done.status.is_none() {
             stats.errors += 1;
         }
@@ -348,11 +356,11 @@ impl RouteState {
         let (Some(budget), Some(limits)) = (&self.budget, &self.limits) else {
             return;
         };
-        if limits.surely_within(done, shared.config.cache_misses_break) {
+        if limits.surely_within(done, self.config.cache_misses_break) {
             return;
         }
-        let violations = broken(budget, done, shared.config.cache_misses_break);
-        let now = shared.nanos_since_origin(done.at);
+        let violations = broken(budget, done, self.config.cache_misses_break);
+        let now = u64::try_from(done.at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
         let mut warn: Vec<(&str, &str, u64)> = Vec::new();
         for (budget, detail) in &violations {
             match stats.violations.iter_mut().find(|(b, _)| b == budget) {
@@ -361,7 +369,7 @@ impl RouteState {
             }
             // At most one warning per route and budget per interval; the
             // next one says how many were held back.
-            let interval = u64::try_from(shared.config.warn_interval.as_nanos()).unwrap_or(u64::MAX);
+            let interval = u64::try_from(self.config.warn_interval.as_nanos()).unwrap_or(u64::MAX);
             let slot = match stats.warnings.iter().position(|w| &w.0 == budget) {
                 Some(i) => i,
                 None => {

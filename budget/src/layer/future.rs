@@ -10,7 +10,7 @@ use http_body::Body;
 
 use super::ResponseBody;
 use crate::scope::{self, LazyScope};
-use crate::state::{CacheStatus, Finished, RouteState, Shared};
+use crate::state::{CacheStatus, Finished, RouteState};
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -20,7 +20,6 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// cancelled or its body is dropped.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    shared: Arc<Shared>,
     route: Arc<RouteState>,
     start: Instant,
     pub(crate) scope: LazyScope,
@@ -30,17 +29,17 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(shared: Arc<Shared>, route: Arc<RouteState>, start: Instant, scope: LazyScope) -> Self {
+    pub(crate) fn new(route: Arc<RouteState>, start: Instant, scope: LazyScope) -> Self {
         #[cfg(feature = "prometheus")]
         route.metrics.active.inc();
-        Self { shared, route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
+        Self { route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
     }
 
     /// What the layer knows when the response head is ready.
     fn head<B>(&mut self, response: &mut Response<B>) {
         self.status = Some(response.status().as_u16());
         self.cache = CacheStatus::from_header(x_cache(response.headers()));
-        if self.shared.config.server_timing {
+        if self.route.config.server_timing {
             let value = self.server_timing(response);
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().append(SERVER_TIMING, value);
@@ -50,7 +49,7 @@ impl InFlight {
 
     /// `app;dur=12.5, db_queries;desc="2", budget;desc="db_queries cache_required"`.
     fn server_timing<B>(&self, response: &Response<B>) -> String {
-        let elapsed = self.shared.clock.now().saturating_duration_since(self.start);
+        let elapsed = self.route.clock.now().saturating_duration_since(self.start);
         let mut value = format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
         let mut counters = self.scope.get().map(|s| s.counters()).unwrap_or_default();
         counters.sort();
@@ -73,7 +72,7 @@ impl InFlight {
                 cache: self.cache,
                 scope: self.scope.get(),
             };
-            let broken = crate::state::broken(budget, &so_far, self.shared.config.cache_misses_break);
+            let broken = crate::state::broken(budget, &so_far, self.route.config.cache_misses_break);
             if !broken.is_empty() {
                 let names: Vec<&str> = broken.iter().map(|(b, _)| b.as_str()).filter(|b| is_token(b)).collect();
                 let _ = write!(value, ", budget;desc=\"{}\"", names.join(" "));
@@ -98,7 +97,7 @@ fn is_token(s: &str) -> bool {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let at = self.shared.clock.now();
+        let at = self.route.clock.now();
         let done = Finished {
             latency: at.saturating_duration_since(self.start),
             at,
@@ -107,7 +106,7 @@ impl Drop for InFlight {
             cache: self.cache,
             scope: self.scope.get(),
         };
-        self.route.finish(&self.shared, &done);
+        self.route.finish(&done);
         #[cfg(feature = "prometheus")]
         self.route.metrics.active.dec();
     }

@@ -67,7 +67,12 @@ where
         let method = method_label(req.method());
         let template = template(&req).unwrap_or(&self.shared.config.fallback_route);
         let route = match &self.last {
-            Some(last) if last.method == method && *last.template == *template => last.clone(),
+            // Method labels are static strings, nearly always the same pointer.
+            Some(last)
+                if (std::ptr::eq(last.method, method) || last.method == method) && *last.template == *template =>
+            {
+                last.clone()
+            }
             _ => {
                 let route = self.shared.route(method, template);
                 // Past `max_routes` the state is the fallback's: not this template's to cache.
@@ -82,6 +87,6 @@ where
         let entered = scope::Entered::new(&mut scope);
         let inner = self.inner.call(req);
         drop(entered);
-        ResponseFuture::new(inner, InFlight::new(self.shared.clone(), route, start, scope))
+        ResponseFuture::new(inner, InFlight::new(route, start, scope))
     }
 }
