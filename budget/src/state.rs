@@ -319,6 +319,16 @@ impl RouteState {
         format!("{} {}", self.method, self.template)
     }
 
+    /// The budgets `done` broke, checked against the limits first.
+    pub(crate) fn broken(&self, done: &Finished<'_>) -> Vec<(String, String)> {
+        match (&self.budget, &self.limits) {
+            (Some(budget), Some(limits)) if !limits.surely_within(done, self.config.cache_misses_break) => {
+                broken(budget, done, self.config.cache_misses_break)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Records a finished request and checks it against the budget.
     pub(crate) fn finish(&self, done: &Finished<'_>) {
         #[cfg(feature = "prometheus")]

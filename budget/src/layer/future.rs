@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use http_body::Body;
 
@@ -41,29 +42,38 @@ impl InFlight {
         self.cache = CacheStatus::from_header(x_cache(response.headers()));
         if self.route.config.server_timing {
             let value = self.server_timing(response);
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            // The header takes the string's buffer as it is, without a copy.
+            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
                 response.headers_mut().append(SERVER_TIMING, value);
             }
         }
     }
 
-    /// `app;dur=12.5, db_queries;desc="2", budget;desc="db_queries cache_required"`.
+    /// `app;dur=12.500, db_queries;desc="2", budget;desc="db_queries cache_required"`.
     fn server_timing<B>(&self, response: &Response<B>) -> String {
         let elapsed = self.route.clock.now().saturating_duration_since(self.start);
-        let mut value = format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
-        let mut counters = self.scope.get().map(|s| s.counters()).unwrap_or_default();
-        counters.sort();
-        for (name, count) in &counters {
-            if is_token(name) {
-                let _ = write!(value, ", {name};desc=\"{count}\"");
+        let mut value = String::with_capacity(64);
+        value.push_str("app;dur=");
+        push_millis(&mut value, elapsed);
+        if let Some(scope) = self.scope.get() {
+            let mut counters = scope.counters();
+            counters.sort();
+            for (name, count) in &counters {
+                if is_token(name) {
+                    let _ = write!(value, ", {name};desc=\"{count}\"");
+                }
             }
         }
         if let Some(budget) = &self.route.budget {
-            let body_bytes = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0);
+            // The body's size is known here only from its `Content-Length`.
+            let body_bytes = match budget.max_payload_limit() {
+                Some(_) => response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0),
+                None => 0,
+            };
             let so_far = Finished {
                 latency: elapsed,
                 at: self.start + elapsed,
@@ -72,13 +82,42 @@ impl InFlight {
                 cache: self.cache,
                 scope: self.scope.get(),
             };
-            let broken = crate::state::broken(budget, &so_far, self.route.config.cache_misses_break);
+            let broken = self.route.broken(&so_far);
             if !broken.is_empty() {
                 let names: Vec<&str> = broken.iter().map(|(b, _)| b.as_str()).filter(|b| is_token(b)).collect();
                 let _ = write!(value, ", budget;desc=\"{}\"", names.join(" "));
             }
         }
         value
+    }
+}
+
+/// Appends `elapsed` in milliseconds with three decimals (`12.500`), rounded
+/// to the microsecond, without going through floating-point formatting.
+fn push_millis(out: &mut String, elapsed: std::time::Duration) {
+    let micros = u64::try_from((elapsed.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    push_u64(out, micros / 1000);
+    let fraction = micros % 1000;
+    out.push('.');
+    for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -151,5 +190,29 @@ where
             in_flight.head(&mut response);
         }
         Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::push_millis;
+
+    #[test]
+    fn milliseconds_with_three_decimals_rounded_to_the_microsecond() {
+        let millis = |nanos: u64| {
+            let mut out = String::new();
+            push_millis(&mut out, Duration::from_nanos(nanos));
+            out
+        };
+        assert_eq!(millis(0), "0.000");
+        assert_eq!(millis(499), "0.000");
+        assert_eq!(millis(500), "0.001");
+        assert_eq!(millis(12_500_000), "12.500");
+        assert_eq!(millis(12_345_678), "12.346");
+        assert_eq!(millis(1_000_000), "1.000");
+        assert_eq!(millis(3_600_000_000_000), "3600000.000");
+        assert_eq!(millis(u64::MAX), "18446744073709.552");
     }
 }
