@@ -64,6 +64,9 @@ impl BudgetLayer {
     /// - `budget_violations_total{method,route,budget}`: requests that broke
     ///   `budget` (`p50`, `p95`, `p99`, `max_payload`, `db_queries`,
     ///   `cache_required` or another counter's name).
+    ///
+    /// The two histograms are read from the layer's per-route statistics at
+    /// each scrape, so the registry keeps those statistics alive.
     #[cfg(feature = "prometheus")]
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         self.shared.metrics.register(registry, self.shared.clone());
