@@ -536,6 +536,16 @@ impl<C: Codec> TieredCache<C> {
         let mut rx = flight.subscribe();
         let mut loader = Some(loader);
         if leader {
+            // A load of the key that finished between this call's look-up and
+            // its joining the flights has filled L1 already: answer with that
+            // value (and to any caller that joined this flight meanwhile)
+            // rather than load a second time.
+            if let Some(env) = inner.l1_fresh_entry(key).await {
+                let hit = hit_from(&env, crate::hit::Tier::L1, inner.now(), false);
+                inner.flights.finish(key, &flight);
+                flight.complete(Outcome::Value(hit.clone()));
+                return decode_hit(hit, decode);
+            }
             if let Some(l) = loader.take() {
                 tokio::spawn(Arc::clone(inner).load_task(key_arc, options.clone(), l, flight));
             }

@@ -302,6 +302,15 @@ impl Inner {
         Some(self.gens.check(key, stamps, now) == Check::Valid)
     }
 
+    /// The entry under `key` when L1 is trusted and holds it fresh and valid.
+    pub(crate) async fn l1_fresh_entry(&self, key: &str) -> Option<Arc<Envelope>> {
+        self.trusted()?;
+        let e = self.l1.get(key).await?;
+        let now = self.now();
+        (now < e.env.fresh_until_ms() && self.gens.check(key, e.env.stamps(), now) == Check::Valid)
+            .then(|| Arc::clone(&e.env))
+    }
+
     pub(crate) async fn lookup(&self, key: &str) -> Found {
         let now = self.now();
         let mut stale: Option<(Arc<Envelope>, Tier)> = None;
