@@ -423,7 +423,7 @@ impl<C: Codec> TieredCache<C> {
     }
 
     /// Removes from Redis, now, every value whose key matches `pattern`:
-    /// `SCAN … MATCH … COUNT 1000` on every master and `UNLINK` per batch,
+    /// `SCAN … MATCH … COUNT 250` on every master and `UNLINK` per batch,
     /// so Redis is never blocked for long. `KEYS` is never sent. Returns the
     /// number of keys removed (0 without Redis).
     ///

@@ -228,7 +228,7 @@ impl std::fmt::Debug for L2 {
 }
 
 /// Clean-up batch size (`SCAN … COUNT`).
-const SCAN_COUNT: usize = 1000;
+const SCAN_COUNT: usize = 250;
 
 impl L2 {
     pub(crate) fn new(
@@ -427,7 +427,7 @@ impl L2 {
     }
 
     /// Removes every value key matching `scan_pattern` whose user key passes
-    /// `filter`: `SCAN … MATCH … COUNT 1000` on each master, `UNLINK` per
+    /// `filter`: `SCAN … MATCH … COUNT 250` on each master, `UNLINK` per
     /// batch. Each call has the timeout, but not the breaker: the clean-up
     /// runs off the request path and stops at the first failure.
     pub(crate) async fn cleanup(
