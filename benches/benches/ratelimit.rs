@@ -4,7 +4,11 @@
 //!   and a blocked key (answered locally). The Redis commands each costs are
 //!   counted with `INFO commandstats` and printed before the timings.
 //! - `ratelimit/redis_64_callers`: decisions per second with 64 concurrent
-//!   callers vs raw `EVALSHA` of a trivial script on the same connection.
+//!   callers vs raw `EVALSHA` of a trivial script on the same connection,
+//!   with the store's batching (the default: decisions waiting together share
+//!   one script call) and without. The commands per decision at 64 callers
+//!   are printed too: batched decisions share a round trip, so a decision
+//!   costs a fraction of an `EVALSHA`.
 //! - `ratelimit/memory_keyed`: the in-memory GCRA vs governor's keyed limiter
 //!   on the same workload (1,024 keys, round robin, never refused, each key's
 //!   state kept between visits: 1,000 per hour with a burst of 10,000,000, so
@@ -64,18 +68,35 @@ async fn command_calls(con: &mut ConnectionManager) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Commands Redis ran for `n` decisions of `limiter`, per decision.
+/// Commands Redis ran for `n` decisions of `limiter`, one at a time, per decision.
 async fn commands_per_decision(con: &mut ConnectionManager, limiter: &RateLimiter, key: &str, n: u32) -> String {
     let before = command_calls(con).await;
     for _ in 0..n {
         limiter.check(key).await.unwrap();
     }
-    let after = command_calls(con).await;
+    per_decision(&before, &command_calls(con).await, n)
+}
+
+/// Commands Redis ran for `n` decisions of `limiter` from 64 concurrent callers, per decision.
+async fn commands_per_decision_64(con: &mut ConnectionManager, limiter: &RateLimiter, n: u32) -> String {
+    let before = command_calls(con).await;
+    let limiter = limiter.clone();
+    concurrently(u64::from(n), move |caller| {
+        let limiter = limiter.clone();
+        async move {
+            assert!(limiter.check(KEYS[caller]).await.unwrap().is_allowed());
+        }
+    })
+    .await;
+    per_decision(&before, &command_calls(con).await, n)
+}
+
+fn per_decision(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: u32) -> String {
     let parts: Vec<String> = after
         .iter()
         .filter_map(|(k, v)| {
             let d = v - before.get(k).copied().unwrap_or(0);
-            (d > 0).then(|| format!("{k}={}", d as f64 / f64::from(n)))
+            (d > 0).then(|| format!("{k}={:.3}", d as f64 / f64::from(n)))
         })
         .collect();
     if parts.is_empty() { "none (zero round trips)".into() } else { parts.join(" ") }
@@ -87,11 +108,17 @@ fn redis_benches(c: &mut Criterion) {
         eprintln!("ratelimit benches: no Redis available, skipping the Redis benches");
         return;
     };
-    let (mut con, store) = rt.block_on(async {
+    let (mut con, store, unbatched) = rt.block_on(async {
         let con = ConnectionManager::new(redis.client()).await.unwrap();
-        (con.clone(), RedisStore::builder().timeout(Duration::from_secs(2)).connection_manager(con))
+        let store = RedisStore::builder().timeout(Duration::from_secs(2)).connection_manager(con.clone());
+        let unbatched = RedisStore::builder()
+            .timeout(Duration::from_secs(2))
+            .batch_decisions(false)
+            .connection_manager(con.clone());
+        (con, store, unbatched)
     });
     let one = limiter("rl:bench1:", one_policy(), store.clone());
+    let one_unbatched = limiter("rl:bench1:", one_policy(), unbatched);
     let two = limiter("rl:bench2:", two_policies(), store.clone());
     let blocked = limiter("rl:benchb:", vec![Policy::new("tiny", Quota::per_day(nz(1)))], store.clone());
     rt.block_on(async {
@@ -103,6 +130,15 @@ fn redis_benches(c: &mut Criterion) {
         eprintln!(
             "commands per decision, blocked key: {}",
             commands_per_decision(&mut con, &blocked, "abuser", 1000).await
+        );
+        eprintln!(
+            "commands per decision, 1 policy, 64 concurrent callers, batched (the default; a batch's decisions share \
+             one EVALSHA and one round trip): {}",
+            commands_per_decision_64(&mut con, &one, 64_000).await
+        );
+        eprintln!(
+            "commands per decision, 1 policy, 64 concurrent callers, unbatched: {}",
+            commands_per_decision_64(&mut con, &one_unbatched, 64_000).await
         );
     });
 
@@ -133,20 +169,22 @@ fn redis_benches(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("brisk_decision", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let one = one.clone();
-            async move {
-                concurrently(iters, move |caller| {
-                    let one = one.clone();
-                    async move {
-                        assert!(one.check(KEYS[caller]).await.unwrap().is_allowed());
-                    }
-                })
-                .await
-            }
-        })
-    });
+    for (name, limiter) in [("brisk_decision", &one), ("brisk_decision_unbatched", &one_unbatched)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let one = limiter.clone();
+                async move {
+                    concurrently(iters, move |caller| {
+                        let one = one.clone();
+                        async move {
+                            assert!(one.check(KEYS[caller]).await.unwrap().is_allowed());
+                        }
+                    })
+                    .await
+                }
+            })
+        });
+    }
     group.finish();
     drop(redis);
 }

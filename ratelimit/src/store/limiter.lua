@@ -7,6 +7,12 @@
 --          3 sliding window), then gcra: emission interval (us), burst;
 --          windows: limit, window (us)
 --
+-- A batch of several requests' decisions: ARGV[1] 3, ARGV[2] the number of
+-- decisions, then per decision its number of policies m, operation, cost and
+-- its policies' 3m values as above; KEYS holds the decisions' keys in order
+-- (on Redis Cluster: all in one slot). Replies {now, then per decision:
+-- allowed, then per policy the four values below}.
+--
 -- State: gcra "tat"; windows "index current previous" (strings, microseconds).
 -- Replies {allowed, now, then per policy: allowed, remaining, reset_after, retry_after (-1: none)}.
 -- Must compute exactly as src/algorithm.rs: integers below 2^53 only.
@@ -145,58 +151,82 @@ local function store(key, value, expires_at)
   end
 end
 
-local reply = { 1, now }
-local pending = {}
-for i = 1, n do
-  local algo = tonumber(ARGV[3 * i])
-  local a = tonumber(ARGV[3 * i + 1])
-  local b = tonumber(ARGV[3 * i + 2])
-  local state = read(KEYS[i], algo)
-  if op == 2 then
-    -- Refund: give units back, then answer as a peek of cost 0.
-    if state then
-      if algo == 1 then
-        local tat = math.max(state - a * cost, now)
-        if tat > now then store(KEYS[i], string.format('%d', tat), tat) else redis.call('DEL', KEYS[i]) end
-        state = tat
-      else
-        local index = floor_div(now, b)
-        if state[1] == index or (algo == 3 and state[1] + 1 == index) then
-          state[2] = math.max(state[2] - cost, 0)
-          redis.call('SET', KEYS[i], string.format('%d %d %d', state[1], state[2], state[3]), 'KEEPTTL')
+-- Decides one request's n policies (KEYS[k0+i]; ARGV[a0+3i .. a0+3i+2]) into
+-- `reply`: its allowed flag at `at`, policy i's four values from first+4(i-1).
+local function decide(k0, n, op, cost, a0, reply, at, first)
+  reply[at] = 1
+  local pending = {}
+  for i = 1, n do
+    local key = KEYS[k0 + i]
+    local algo = tonumber(ARGV[a0 + 3 * i])
+    local a = tonumber(ARGV[a0 + 3 * i + 1])
+    local b = tonumber(ARGV[a0 + 3 * i + 2])
+    local state = read(key, algo)
+    local r = first + 4 * (i - 1)
+    if op == 2 then
+      -- Refund: give units back, then answer as a peek of cost 0.
+      if state then
+        if algo == 1 then
+          local tat = math.max(state - a * cost, now)
+          if tat > now then store(key, string.format('%d', tat), tat) else redis.call('DEL', key) end
+          state = tat
+        else
+          local index = floor_div(now, b)
+          if state[1] == index or (algo == 3 and state[1] + 1 == index) then
+            state[2] = math.max(state[2] - cost, 0)
+            redis.call('SET', key, string.format('%d %d %d', state[1], state[2], state[3]), 'KEEPTTL')
+          end
         end
       end
-    end
-    local ok, remaining, reset, retry = evaluate(algo, a, b, state, 0)
-    reply[#reply + 1] = ok
-    reply[#reply + 1] = remaining
-    reply[#reply + 1] = reset
-    reply[#reply + 1] = retry
-  else
-    local ok, remaining, reset, retry, value, expires_at = evaluate(algo, a, b, state, cost)
-    if ok == 0 then reply[1] = 0 end
-    reply[#reply + 1] = ok
-    reply[#reply + 1] = remaining
-    reply[#reply + 1] = reset
-    reply[#reply + 1] = retry
-    pending[i] = { value, expires_at, algo, a, b, state }
-  end
-end
-if op ~= 2 and reply[1] == 0 then
-  -- Nothing is charged: policies that would admit report their untouched state.
-  for i = 1, n do
-    if reply[3 + 4 * (i - 1)] == 1 then
-      local p = pending[i]
-      local _, remaining, reset, retry = evaluate(p[3], p[4], p[5], p[6], 0)
-      reply[4 + 4 * (i - 1)] = remaining
-      reply[5 + 4 * (i - 1)] = reset
-      reply[6 + 4 * (i - 1)] = retry
+      local ok, remaining, reset, retry = evaluate(algo, a, b, state, 0)
+      reply[r] = ok
+      reply[r + 1] = remaining
+      reply[r + 2] = reset
+      reply[r + 3] = retry
+    else
+      local ok, remaining, reset, retry, value, expires_at = evaluate(algo, a, b, state, cost)
+      if ok == 0 then reply[at] = 0 end
+      reply[r] = ok
+      reply[r + 1] = remaining
+      reply[r + 2] = reset
+      reply[r + 3] = retry
+      pending[i] = { value, expires_at, algo, a, b, state }
     end
   end
-end
-if op == 0 and reply[1] == 1 then
-  for i = 1, n do
-    store(KEYS[i], pending[i][1], pending[i][2])
+  if op ~= 2 and reply[at] == 0 then
+    -- Nothing is charged: policies that would admit report their untouched state.
+    for i = 1, n do
+      local r = first + 4 * (i - 1)
+      if reply[r] == 1 then
+        local p = pending[i]
+        local _, remaining, reset, retry = evaluate(p[3], p[4], p[5], p[6], 0)
+        reply[r + 1] = remaining
+        reply[r + 2] = reset
+        reply[r + 3] = retry
+      end
+    end
+  end
+  if op == 0 and reply[at] == 1 then
+    for i = 1, n do
+      store(KEYS[k0 + i], pending[i][1], pending[i][2])
+    end
   end
 end
+
+if op == 3 then
+  -- A batch: each decision atomic and all-or-nothing on its own, decided in
+  -- order, so a later decision on the same key sees the earlier one's charge.
+  local reply = { now }
+  local k, a = 0, 3
+  for _ = 1, tonumber(ARGV[2]) do
+    local m = tonumber(ARGV[a])
+    decide(k, m, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), a, reply, #reply + 1, #reply + 2)
+    k = k + m
+    a = a + 3 + 3 * m
+  end
+  return reply
+end
+
+local reply = { 1, now }
+decide(0, n, op, cost, 0, reply, 1, 3)
 return reply

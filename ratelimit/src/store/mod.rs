@@ -26,6 +26,8 @@ use std::sync::Arc;
 use crate::algorithm::{Outcome, Params};
 use crate::quota::Policy;
 
+#[cfg(feature = "redis")]
+mod batch;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -160,5 +162,10 @@ impl StoreError {
     /// The kind of failure.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 }

@@ -1,12 +1,14 @@
-use std::sync::LazyLock;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
 
-use super::{Operation, Store, StoreError, StoreErrorKind, StoreFuture, StoreRequest, sealed};
-use crate::algorithm::{Outcome, Params};
+use super::batch::{self, Batcher, Limits, Queued, Turn};
+use super::{Store, StoreError, StoreErrorKind, StoreFuture, StoreRequest, sealed};
+use crate::algorithm::Outcome;
 
 const SOURCE: &str = include_str!("limiter.lua");
 
@@ -21,6 +23,21 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 /// policies atomically. The policies' keys are `prefix{key}:policy`, one hash
 /// tag, so the script runs on Redis Cluster. Every call is bounded by a
 /// timeout (default 100 ms). Clones share one multiplexed connection.
+///
+/// **Batching** (on by default, [`RedisStoreBuilder::batch_decisions`]):
+/// a decision that finds fewer than 2 of this store's script calls in flight
+/// is sent at once, alone — no added delay when idle. Decisions that arrive
+/// while both are in flight wait, and each call, when it returns, sends up to
+/// 32 of them in its next call: one `EVALSHA` carrying all their keys and
+/// arguments. Each decision in a batch is still atomic and all-or-nothing
+/// across its own policies, independent of the others (decided in turn,
+/// so a later one on the same key sees the earlier one's charge), and gets
+/// its own answer; each still waits for one round trip, which the batch's
+/// decisions share. On Redis Cluster a batch holds only decisions whose keys
+/// hash to one slot. A batch that fails or times out fails each of its
+/// decisions, and each limiter then applies its own policies' failure modes.
+/// Every decision waits at most the timeout, time in the queue included.
+/// Clones and every limiter using the store share its calls in flight.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +54,7 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 pub struct RedisStore {
     connection: Connection,
     timeout: Duration,
+    batcher: Option<Arc<Batcher>>,
 }
 
 #[derive(Clone)]
@@ -51,7 +69,11 @@ impl std::fmt::Debug for RedisStore {
             Connection::Single(_) => "single",
             Connection::Cluster(_) => "cluster",
         };
-        f.debug_struct("RedisStore").field("connection", &kind).field("timeout", &self.timeout).finish()
+        f.debug_struct("RedisStore")
+            .field("connection", &kind)
+            .field("timeout", &self.timeout)
+            .field("batching", &self.batcher.is_some())
+            .finish()
     }
 }
 
@@ -60,12 +82,22 @@ impl std::fmt::Debug for RedisStore {
 #[derive(Debug, Clone)]
 pub struct RedisStoreBuilder {
     timeout: Duration,
+    batching: Option<Limits>,
 }
 
+/// Script calls in flight at once per store, by default, while batching.
+const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).expect("2 is not zero");
+/// Decisions per batched call, by default.
+const MAX_BATCH: NonZeroUsize = NonZeroUsize::new(32).expect("32 is not zero");
+
 impl RedisStore {
-    /// A builder with a 100 ms timeout per call.
+    /// A builder with a 100 ms timeout per call and batching on (2 calls in
+    /// flight, up to 32 decisions per call).
     pub fn builder() -> RedisStoreBuilder {
-        RedisStoreBuilder { timeout: Duration::from_millis(100) }
+        RedisStoreBuilder {
+            timeout: Duration::from_millis(100),
+            batching: Some(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH }),
+        }
     }
 
     /// The script's SHA-1, as `SCRIPT EXISTS` and `EVALSHA` see it.
@@ -79,6 +111,43 @@ impl RedisStoreBuilder {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Whether decisions waiting together share one script call (default:
+    /// on). Off, every decision is its own call, with no bound on the calls
+    /// in flight. See [`RedisStore`] for how batches form.
+    pub fn batch_decisions(mut self, enabled: bool) -> Self {
+        self.batching =
+            enabled.then(|| self.batching.unwrap_or(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH }));
+        self
+    }
+
+    /// While batching: how many script calls may be in flight at once
+    /// (default 2); a decision that finds them all busy waits for the next
+    /// batch. Turns batching on.
+    pub fn max_calls_in_flight(mut self, calls: NonZeroUsize) -> Self {
+        self.batching = Some(Limits { max_in_flight: calls, ..self.limits() });
+        self
+    }
+
+    /// While batching: how many decisions one script call may carry
+    /// (default 32). Turns batching on.
+    pub fn max_batch_size(mut self, decisions: NonZeroUsize) -> Self {
+        self.batching = Some(Limits { max_batch: decisions, ..self.limits() });
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        self.batching.unwrap_or(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH })
+    }
+
+    fn build(self, connection: Connection) -> RedisStore {
+        let by_slot = matches!(connection, Connection::Cluster(_));
+        RedisStore {
+            connection,
+            timeout: self.timeout,
+            batcher: self.batching.map(|limits| Arc::new(Batcher::new(limits, by_slot))),
+        }
     }
 
     /// Connects to one Redis with a reconnecting [`ConnectionManager`].
@@ -100,12 +169,12 @@ impl RedisStoreBuilder {
 
     /// Uses an existing connection manager (shared with the rest of the process).
     pub fn connection_manager(self, manager: ConnectionManager) -> RedisStore {
-        RedisStore { connection: Connection::Single(manager), timeout: self.timeout }
+        self.build(Connection::Single(manager))
     }
 
     /// Uses an existing cluster connection.
     pub fn cluster_connection(self, connection: ClusterConnection) -> RedisStore {
-        RedisStore { connection: Connection::Cluster(connection), timeout: self.timeout }
+        self.build(Connection::Cluster(connection))
     }
 }
 
@@ -129,8 +198,13 @@ fn parse(reply: &[i64], policies: usize) -> Result<Vec<Outcome>, StoreError> {
             None,
         ));
     }
+    Ok(outcomes(&reply[2..]))
+}
+
+/// Each policy's four values, in order.
+pub(super) fn outcomes(values: &[i64]) -> Vec<Outcome> {
     let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(reply[2..]
+    values
         .chunks_exact(4)
         .map(|c| Outcome {
             allowed: c[0] == 1,
@@ -138,7 +212,7 @@ fn parse(reply: &[i64], policies: usize) -> Result<Vec<Outcome>, StoreError> {
             reset_after: non_negative(c[2]),
             retry_after: u64::try_from(c[3]).ok(),
         })
-        .collect())
+        .collect()
 }
 
 impl Store for RedisStore {
@@ -151,33 +225,132 @@ impl Store for RedisStore {
 impl sealed::Backend for RedisStore {
     fn apply<'a>(&'a self, request: StoreRequest<'a>) -> StoreFuture<'a> {
         Box::pin(async move {
-            let call = async {
-                // EVALSHA; on NOSCRIPT (a restarted or flushed server), EVAL with
-                // the source, which also caches the script on that node (on
-                // Redis Cluster: the node that owns the keys' slot).
-                match self.query(&command("EVALSHA", SCRIPT.get_hash().as_bytes(), &request)).await {
-                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                        self.query(&command("EVAL", SOURCE.as_bytes(), &request)).await
-                    }
-                    reply => reply,
-                }
+            let Some(batcher) = &self.batcher else {
+                return self.call(&request).await;
             };
-            let reply = match tokio::time::timeout(self.timeout, call).await {
-                Err(_) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Timeout,
-                        format!("no answer within {:?}", self.timeout),
+            match batcher.enter(&request) {
+                Turn::Send => {
+                    // Hands the call slot on when this call ends, or when
+                    // its caller stops waiting, so queued decisions still go.
+                    let _slot = CallSlot::new(self);
+                    self.call(&request).await
+                }
+                Turn::Wait(answer) => match tokio::time::timeout(self.timeout, answer).await {
+                    Err(_) => Err(self.timed_out()),
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(StoreError::new(
+                        StoreErrorKind::Connection,
+                        "the batched call was dropped (runtime shutting down)",
                         None,
-                    ));
-                }
-                Ok(reply) => reply.map_err(convert)?,
-            };
-            parse(&reply, request.policies.len())
+                    )),
+                },
+            }
         })
     }
 }
 
+/// A script call slot of the batcher, held by a call; on drop, handed on to
+/// the decisions waiting, or freed.
+struct CallSlot<'a> {
+    store: &'a RedisStore,
+    /// False once `next_batch` freed the slot.
+    held: bool,
+}
+
+impl<'a> CallSlot<'a> {
+    fn new(store: &'a RedisStore) -> Self {
+        CallSlot { store, held: true }
+    }
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let Some(batcher) = &self.store.batcher else { return };
+        if !self.held {
+            return;
+        }
+        let batch = batcher.next_batch();
+        if batch.is_empty() {
+            return;
+        }
+        // The decisions waiting go out from a task of their own: their call
+        // does not hold up this caller's answer, nor depend on it still waiting.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(self.store.clone().send_batches(batch));
+            }
+            Err(_) => {
+                // No runtime to send them from: their callers see the call dropped.
+                drop(batch);
+                let mut next = batcher.next_batch();
+                while !next.is_empty() {
+                    drop(next);
+                    next = batcher.next_batch();
+                }
+            }
+        }
+    }
+}
+
 impl RedisStore {
+    /// One decision, one script call: EVALSHA; on NOSCRIPT (a restarted or
+    /// flushed server), EVAL with the source, which also caches the script on
+    /// that node (on Redis Cluster: the node that owns the keys' slot).
+    async fn call(&self, request: &StoreRequest<'_>) -> Result<Vec<Outcome>, StoreError> {
+        let reply = self.eval(|name, script| command(name, script, request)).await?;
+        parse(&reply, request.policies.len())
+    }
+
+    /// Sends `batch`, then the batches that queued meanwhile, holding one call slot.
+    async fn send_batches(self, mut batch: Vec<Queued>) {
+        let mut slot = CallSlot::new(&self);
+        loop {
+            let result = self.eval(|name, script| batch::command(name, script, &batch)).await;
+            match result.and_then(|reply| batch::parse(&reply, &batch)) {
+                Ok(outcomes) => {
+                    for (queued, outcomes) in batch.into_iter().zip(outcomes) {
+                        queued.answer(Ok(outcomes));
+                    }
+                }
+                Err(e) => {
+                    for queued in batch {
+                        queued.answer(Err(batch::copy_error(&e)));
+                    }
+                }
+            }
+            batch = match &self.batcher {
+                Some(batcher) => batcher.next_batch(),
+                None => Vec::new(),
+            };
+            if batch.is_empty() {
+                // `next_batch` freed the slot.
+                slot.held = false;
+                return;
+            }
+        }
+    }
+
+    /// The script call `build` makes, by SHA and again with the source on
+    /// NOSCRIPT, within the timeout.
+    async fn eval(&self, build: impl Fn(&str, &[u8]) -> redis::Cmd) -> Result<Vec<i64>, StoreError> {
+        let call = async {
+            match self.query(&build("EVALSHA", SCRIPT.get_hash().as_bytes())).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    self.query(&build("EVAL", SOURCE.as_bytes())).await
+                }
+                reply => reply,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(self.timed_out()),
+            Ok(reply) => reply.map_err(convert),
+        }
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::new(StoreErrorKind::Timeout, format!("no answer within {:?}", self.timeout), None)
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Vec<i64>, RedisError> {
         match &self.connection {
             Connection::Single(c) => cmd.query_async(&mut c.clone()).await,
@@ -203,18 +376,9 @@ fn command(name: &str, script: &[u8], request: &StoreRequest<'_>) -> redis::Cmd 
         key.push_str(&policy.name);
         cmd.arg(key.as_str());
     }
-    let op = match request.op {
-        Operation::Consume => 0,
-        Operation::Peek => 1,
-        Operation::Refund => 2,
-    };
-    cmd.arg(op).arg(request.cost);
+    cmd.arg(batch::operation(request.op)).arg(request.cost);
     for params in request.params {
-        let (algo, a, b) = match *params {
-            Params::Gcra { t, burst, .. } => (1, t, burst),
-            Params::FixedWindow { limit, window } => (2, limit, window),
-            Params::SlidingWindow { limit, window } => (3, limit, window),
-        };
+        let (algo, a, b) = batch::encode(params);
         cmd.arg(algo).arg(a).arg(b);
     }
     cmd

@@ -1,0 +1,316 @@
+//! Decisions batched into one script call against a real Redis (and Redis
+//! Cluster): exact quotas, all-or-nothing per decision, mixed outcomes in one
+//! batch, the same answers as unbatched, and each decision's own failure mode
+//! when its batch fails.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::{Duration, Instant};
+
+use brisk_ratelimit::clock::FakeClock;
+use brisk_ratelimit::store::{RedisStore, RedisStoreBuilder};
+use brisk_ratelimit::{Algorithm, Decision, Error, ErrorKind, OnStoreError, Policy, Quota, RateLimiter, Source};
+use brisk_testkit::require;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+/// One call in flight: every decision that arrives while it is out waits for
+/// the next batch.
+fn one_call_in_flight(timeout: Duration) -> RedisStoreBuilder {
+    RedisStore::builder()
+        .timeout(timeout)
+        .max_calls_in_flight(NonZeroUsize::new(1).unwrap())
+        .max_batch_size(NonZeroUsize::new(64).unwrap())
+}
+
+fn build(prefix: &str, store: RedisStore, policies: &[Policy]) -> RateLimiter {
+    let mut b = RateLimiter::builder(prefix).blocked_keys_capacity(0).clock(FakeClock::new()).store(store);
+    for p in policies {
+        b = b.policy(p.clone());
+    }
+    b.build().unwrap()
+}
+
+async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(['=', ',']).nth(1))
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Check(u32),
+    Peek(u32),
+    Refund(u32),
+}
+
+async fn run(limiter: &RateLimiter, key: &str, op: Op) -> Result<Decision, Error> {
+    match op {
+        Op::Check(cost) => limiter.check_n(key, nz(cost)).await,
+        Op::Peek(cost) => limiter.peek(key, nz(cost)).await,
+        Op::Refund(cost) => limiter.refund(key, nz(cost)).await,
+    }
+}
+
+/// What a caller sees of a decision, timing aside: allowed, and per policy
+/// its name, allowed and remaining.
+fn seen(d: &Decision) -> (bool, Vec<(String, bool, u32)>) {
+    (d.is_allowed(), d.policies().iter().map(|p| (p.name().to_owned(), p.is_allowed(), p.remaining())).collect())
+}
+
+/// Starts every `(key, op)` at once on a current-thread runtime: the first
+/// goes out alone and the others, in order, wait for one batch behind it.
+async fn all_at_once(limiter: &RateLimiter, ops: &[(&str, Op)]) -> Vec<Result<Decision, Error>> {
+    let tasks: Vec<_> = ops
+        .iter()
+        .map(|&(key, op)| {
+            let limiter = limiter.clone();
+            let key = key.to_owned();
+            tokio::spawn(async move { run(&limiter, &key, op).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+fn two_policies() -> Vec<Policy> {
+    vec![
+        Policy::new("gcra", Quota::per_hour(nz(10))),
+        Policy::new("fixed", Quota::per_day(nz(7))).algorithm(Algorithm::FixedWindow),
+    ]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_mixes_allowed_and_denied_decisions_and_answers_as_unbatched() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let batched = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
+    let unbatched = RedisStore::builder()
+        .timeout(Duration::from_secs(2))
+        .batch_decisions(false)
+        .connect(redis.client())
+        .await
+        .unwrap();
+    let prefix = brisk_testkit::unique_name("rl:batch:");
+    let policies = two_policies();
+    let a = build(&format!("{prefix}a:"), batched, &policies);
+    let b = build(&format!("{prefix}b:"), unbatched, &policies);
+    let c = RateLimiter::builder(format!("{prefix}c:")).blocked_keys_capacity(0).clock(FakeClock::new());
+    let c = policies.iter().fold(c, |c, p| c.policy(p.clone())).build().unwrap();
+    a.check("warm").await.unwrap(); // the script is cached: one EVALSHA per call below
+    let ops = [
+        ("k", Op::Check(3)),
+        ("k", Op::Check(2)),
+        ("j", Op::Check(1)),
+        ("k", Op::Check(4)), // the fixed window has 2 left: denied, and charges neither policy
+        ("k", Op::Peek(2)),
+        ("k", Op::Check(2)), // the last 2 units of the fixed window
+        ("k", Op::Check(1)), // denied
+        ("k", Op::Refund(3)),
+        ("k", Op::Check(3)),
+        ("j", Op::Check(9)), // the day's 7 are exceeded: denied, gcra untouched
+        ("j", Op::Check(6)),
+        ("j", Op::Check(1)), // denied
+    ];
+    let before = evalsha_calls(&mut con).await;
+    let together = all_at_once(&a, &ops).await;
+    assert_eq!(evalsha_calls(&mut con).await - before, 2, "the first alone, the other eleven in one batch");
+    let mut allowed = 0;
+    for (&(key, op), batched) in ops.iter().zip(&together) {
+        let batched = batched.as_ref().unwrap();
+        let unbatched = run(&b, key, op).await.unwrap();
+        let in_memory = run(&c, key, op).await.unwrap();
+        assert_eq!(seen(batched), seen(&unbatched), "{key} {op:?}");
+        assert_eq!(seen(batched), seen(&in_memory), "{key} {op:?}");
+        assert!(batched.policies().iter().all(|p| p.source() == Source::Store));
+        allowed += usize::from(batched.is_allowed() && matches!(op, Op::Check(_)));
+    }
+    assert_eq!(allowed, 6, "denied and allowed decisions side by side in one batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_on_one_key_get_exactly_the_quota() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let store = one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:batch1:");
+    let limiter =
+        build(&prefix, store, &[Policy::new("p", Quota::per_hour(nz(50))).on_store_error(OnStoreError::FailClosed)]);
+    limiter.check("warm").await.unwrap();
+    let before = evalsha_calls(&mut con).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.check("k").await.unwrap().is_allowed() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 50);
+    let calls = evalsha_calls(&mut con).await - before;
+    assert!(calls < 200, "batches formed: {calls} calls for 200 decisions");
+    assert_eq!(limiter.peek("k", nz(1)).await.unwrap().remaining(), 0);
+}
+
+/// Many keys, two policies, weighted requests from concurrent callers: for
+/// every key, each policy was charged exactly the admitted requests' cost,
+/// so no refused request charged either policy.
+async fn all_or_nothing_on_many_keys(store: RedisStore) {
+    let prefix = brisk_testkit::unique_name("rl:batch2:");
+    let policies: Vec<Policy> =
+        two_policies().into_iter().map(|p| p.on_store_error(OnStoreError::FailClosed)).collect();
+    let limiter = build(&prefix, store, &policies);
+    let keys: Vec<String> = (0..16).map(|i| format!("client-{i}")).collect();
+    let tasks: Vec<_> = (0..256)
+        .map(|i| {
+            let limiter = limiter.clone();
+            let key = keys[i % keys.len()].clone();
+            let cost = 1 + (i as u32 * 7) % 3;
+            tokio::spawn(async move {
+                let d = limiter.check_n(&key, nz(cost)).await.unwrap();
+                (key, cost, d.is_allowed())
+            })
+        })
+        .collect();
+    let mut admitted: BTreeMap<String, u32> = BTreeMap::new();
+    for t in tasks {
+        let (key, cost, allowed) = t.await.unwrap();
+        *admitted.entry(key).or_default() += if allowed { cost } else { 0 };
+    }
+    for key in &keys {
+        let used = admitted.get(key).copied().unwrap_or(0);
+        assert!((5..=7).contains(&used), "{key}: {used} admitted of 7 (the last refusal left at most 2 units)");
+        // A peek answers as a check of 1 would: after it, or (refused by the
+        // full window) with the other policy untouched.
+        let state = limiter.peek(key, nz(1)).await.unwrap();
+        let remaining: Vec<u32> = state.policies().iter().map(|p| p.remaining()).collect();
+        let expected = if used < 7 { [9 - used, 6 - used] } else { [10 - used, 0] };
+        assert_eq!(remaining, expected, "{key}: each policy charged only the admitted requests");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_on_many_keys_keep_all_or_nothing_per_decision() {
+    let redis = require!(brisk_testkit::redis().await);
+    all_or_nothing_on_many_keys(one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap())
+        .await;
+    let unbatched = RedisStore::builder().timeout(Duration::from_secs(5)).batch_decisions(false);
+    all_or_nothing_on_many_keys(unbatched.connect(redis.client()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_batches_keep_to_one_slot() {
+    let cluster = require!(brisk_testkit::redis_cluster().await);
+    let store = one_call_in_flight(Duration::from_secs(5)).connect_cluster(cluster.client()).await.unwrap();
+    // Sixteen keys over the three nodes' slots: a batch mixing slots would fail with CROSSSLOT.
+    all_or_nothing_on_many_keys(store).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_batch_applies_each_decisions_failure_mode() {
+    let mut redis = require!(brisk_testkit::redis().await);
+    let store = one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:batchfail:");
+    let limiter = |name: &str, mode: OnStoreError| {
+        RateLimiter::builder(format!("{prefix}{name}:"))
+            .policy(Policy::new(name, Quota::per_hour(nz(10))).on_store_error(mode))
+            .store(store.clone())
+            .instances(nz(2))
+            .build()
+            .unwrap()
+    };
+    let (open, closed, local) = (
+        limiter("open", OnStoreError::FailOpen),
+        limiter("closed", OnStoreError::FailClosed),
+        limiter("local", OnStoreError::Local),
+    );
+    for l in [&open, &closed, &local] {
+        assert_eq!(l.check("k").await.unwrap().source(), Source::Store);
+    }
+    redis.kill().unwrap();
+    // The first call fails alone; the other eight wait behind it and fail in one batch.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..9)
+        .map(|i| {
+            let l = [&open, &closed, &local][i % 3].clone();
+            tokio::spawn(async move { l.check("k").await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "failed, not timed out: {:?}", started.elapsed());
+    for (i, result) in results.iter().enumerate() {
+        match i % 3 {
+            0 => assert_eq!(result.as_ref().unwrap().source(), Source::FailOpen),
+            1 => assert_eq!(result.as_ref().unwrap_err().kind(), ErrorKind::Unavailable),
+            _ => assert_eq!(result.as_ref().unwrap().source(), Source::Local),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn decisions_waiting_on_a_hung_redis_time_out_into_their_failure_modes() {
+    let mut redis = require!(brisk_testkit::redis().await);
+    let store = one_call_in_flight(Duration::from_millis(300)).connect(redis.client()).await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:batchhung:");
+    let limiter = |name: &str, mode: OnStoreError| {
+        RateLimiter::builder(format!("{prefix}{name}:"))
+            .policy(Policy::new(name, Quota::per_hour(nz(10))).on_store_error(mode))
+            .store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (open, closed, local) = (
+        limiter("open", OnStoreError::FailOpen),
+        limiter("closed", OnStoreError::FailClosed),
+        limiter("local", OnStoreError::Local),
+    );
+    for l in [&open, &closed, &local] {
+        assert_eq!(l.check("k").await.unwrap().source(), Source::Store);
+    }
+    redis.freeze().unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..9)
+        .map(|i| {
+            let l = [&open, &closed, &local][i % 3].clone();
+            tokio::spawn(async move { l.check("k").await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let waited = started.elapsed();
+    redis.thaw().unwrap();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "bounded by the timeout: {waited:?}"
+    );
+    for (i, result) in results.iter().enumerate() {
+        match i % 3 {
+            0 => assert_eq!(result.as_ref().unwrap().source(), Source::FailOpen),
+            1 => assert_eq!(result.as_ref().unwrap_err().kind(), ErrorKind::Unavailable),
+            _ => assert_eq!(result.as_ref().unwrap().source(), Source::Local),
+        }
+    }
+    // Redis back: the store answers again (the breaker probes after its cooldown).
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if open.check("k2").await.unwrap().source() == Source::Store {
+            return;
+        }
+    }
+    panic!("the store did not answer again after Redis was thawed");
+}
