@@ -785,3 +785,58 @@ async fn reconfigured_layers_answer_with_their_own_headers() {
     assert_eq!(header(&r, "cache-status"), "brisk; hit; ttl=60");
     assert_eq!(header(&r, "x-cache-key"), "cache:GET/n");
 }
+
+/// Hits answered without building the key: every spelling of one default key
+/// (query order, an empty query) reaches its entry, other paths and queries
+/// never do, and an entry cached for a principal never answers a request
+/// without credentials, however often either is read.
+#[tokio::test]
+async fn repeated_hits_find_their_own_key_only() {
+    let cache = frozen_cache();
+    let (service, layer, calls) = counting(&cache, |l| {
+        l.principal(|r| r.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned))
+    });
+    let read = |uri: &'static str| {
+        let service = service.clone();
+        async move {
+            let (r, body) = call(&service, uri).await;
+            (
+                header(&r, "x-cache").to_owned(),
+                r.headers().get("x-cache-key").map(|v| v.to_str().unwrap().to_owned()),
+                body,
+            )
+        }
+    };
+    for uri in ["/k?b=2&a=1", "/k?a=1&b=2", "/k?&a=1&b=2&"] {
+        for _ in 0..3 {
+            let (x, key, body) = read(uri).await;
+            assert_eq!(key.as_deref(), Some("cache:GET/k?a=1&b=2"), "{uri}");
+            assert_eq!(body, "1", "{uri}: {x}");
+        }
+    }
+    for uri in ["/k", "/k?a=1", "/k?a=1&b=2&b=2", "/kk?a=1&b=2"] {
+        let before = calls.load(Ordering::SeqCst);
+        let (x, _, body) = read(uri).await;
+        assert_eq!((x.as_str(), body), ("MISS", Bytes::from((before + 1).to_string())), "{uri}");
+    }
+    // `/k` and `/k?` share one entry, answered from then on.
+    for uri in ["/k", "/k?", "/k", "/k?"] {
+        let (x, key, _) = read(uri).await;
+        assert_eq!((x.as_str(), key.as_deref()), ("HIT", Some("cache:GET/k")), "{uri}");
+    }
+
+    let with_auth = || Request::get("/p").header("authorization", "alice").body(Body::empty()).unwrap();
+    for expected in ["MISS", "HIT", "HIT", "HIT"] {
+        let r = service.clone().oneshot(with_auth()).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], expected);
+        assert!(r.headers().get("x-cache-key").is_none());
+    }
+    let before = calls.load(Ordering::SeqCst);
+    for expected in ["MISS", "HIT", "HIT"] {
+        let (x, key, body) = read("/p").await;
+        assert_eq!((x.as_str(), key.as_deref()), (expected, Some("cache:GET/p")));
+        assert_eq!(body, (before + 1).to_string());
+    }
+    let s = layer.stats();
+    assert_eq!((s.hits, s.misses), (8 + 4 + 3 + 2, 1 + 4 + 1 + 1));
+}

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use super::layer::Config;
 use super::record::{self, Record};
+use super::request;
 use crate::cache::{L1Read, L1Seen};
 
 /// Recent L1 hits of one layer.
@@ -31,12 +32,25 @@ pub(crate) struct Front {
 
 /// One key's entry as read from L1, decoded.
 struct Held {
+    /// The key's [`Front::slot_hash`].
+    slot_hash: u64,
+    /// The key's hash for L1's change counts.
     hash: u64,
     key: Box<str>,
+    /// Where the key's target starts when it is a default key of a `GET`
+    /// (see [`request::with_target`]); 0 otherwise (no target starts there).
+    target_at: usize,
     seen: L1Seen,
     rec: Record,
     /// The status and headers of a `HIT` for the second they were built in.
     ready: Option<Ready>,
+}
+
+impl Held {
+    /// Whether this is the default key of a `GET` with `target`.
+    fn is_target(&self, target: &str) -> bool {
+        self.target_at != 0 && self.key.get(self.target_at..) == Some(target)
+    }
 }
 
 /// The status and headers of a fresh hit (its key shown), which change only
@@ -62,16 +76,32 @@ impl Default for Front {
 impl Front {
     pub(crate) const SLOTS: usize = 128;
 
-    fn slot(&self, hash: u64) -> &Mutex<Option<Held>> {
+    /// The hash that chooses `key`'s slot, and where its target starts
+    /// (see [`Held::target_at`]). For a default key of a `GET`, the hash of
+    /// its target alone, which a lookup hashes straight from the request's
+    /// URI; for any other key, the key's hash for L1's change counts
+    /// (`hash`).
+    fn slot_hash(cfg: &Config, key: &str, hash: u64) -> (u64, usize) {
+        match cfg.key_fn {
+            None => match request::get_key_target_at(key, &cfg.key_prefix) {
+                Some(at) => (target_hash(&key[at..]), at),
+                None => (hash, 0),
+            },
+            Some(_) => (hash, 0),
+        }
+    }
+
+    fn slot(&self, slot_hash: u64) -> &Mutex<Option<Held>> {
         // The high bits: the low ones choose L1's change stripes.
-        &self.slots[((hash >> 40) as usize) % Self::SLOTS]
+        &self.slots[((slot_hash >> 40) as usize) % Self::SLOTS]
     }
 
     /// The decoded record of what `read` found under `key` (whose hash is
     /// `hash`), decoding only when the slot does not hold that same entry;
     /// the slot then holds it. `None` for bytes this version did not write.
-    pub(crate) fn record(&self, key: &str, hash: u64, read: &L1Read) -> Option<Record> {
-        let slot = self.slot(hash);
+    pub(crate) fn record(&self, cfg: &Config, key: &str, hash: u64, read: &L1Read) -> Option<Record> {
+        let (slot_hash, target_at) = Self::slot_hash(cfg, key, hash);
+        let slot = self.slot(slot_hash);
         if let Some(held) = slot.lock().as_mut()
             && held.hash == hash
             && *held.key == *key
@@ -83,20 +113,41 @@ impl Front {
             return Some(held.rec.clone());
         }
         let rec = record::decode(read.hit.value())?;
-        *slot.lock() = Some(Held { hash, key: key.into(), seen: read.seen.clone(), rec: rec.clone(), ready: None });
+        *slot.lock() = Some(Held {
+            slot_hash,
+            hash,
+            key: key.into(),
+            target_at,
+            seen: read.seen.clone(),
+            rec: rec.clone(),
+            ready: None,
+        });
         Some(rec)
     }
 
-    /// The response to a `GET` of `key` (its hash `hash`, no principal, no
-    /// conditions) when the slot holds the key's entry, it still answers (see
-    /// the module docs), and it does not vary. `None`: ask L1.
-    pub(crate) fn answer(&self, cfg: &Config, key: &str, hash: u64) -> Option<Answer> {
-        let mut slot = self.slot(hash).lock();
+    /// The response to a `GET` without credentials or conditions whose
+    /// default key has `target` (see [`request::with_target`]), when the
+    /// front can answer it. The key is compared, never built.
+    pub(crate) fn answer_get(&self, cfg: &Config, target: &str) -> Option<Answer> {
+        self.answer(cfg, target_hash(target), |held| held.is_target(target))
+    }
+
+    /// The response to a `GET` of `key` (its hash `hash`; no principal, no
+    /// conditions) when the front can answer it.
+    pub(crate) fn answer_key(&self, cfg: &Config, key: &str, hash: u64) -> Option<Answer> {
+        self.answer(cfg, Self::slot_hash(cfg, key, hash).0, |held| *held.key == *key)
+    }
+
+    /// The response when the slot of `slot_hash` holds the entry of the key
+    /// `is_key` accepts, it still answers (see the module docs), and it does
+    /// not vary. `None`: ask L1.
+    fn answer(&self, cfg: &Config, slot_hash: u64, is_key: impl FnOnce(&Held) -> bool) -> Option<Answer> {
+        let mut slot = self.slot(slot_hash).lock();
         let held = slot.as_mut()?;
-        if held.hash != hash || *held.key != *key || !held.rec.vary.is_empty() {
+        if held.slot_hash != slot_hash || !is_key(held) || !held.rec.vary.is_empty() {
             return None;
         }
-        let now = cfg.cache.l1_still_fresh(key, hash, &held.seen)?;
+        let now = cfg.cache.l1_still_fresh(&held.key, held.hash, &held.seen)?;
         let env = &held.seen.env;
         // As `Hit::age` and `Hit::ttl_remaining` give them.
         let age = now.saturating_sub(env.written_at_ms()) / 1000;
@@ -104,11 +155,16 @@ impl Front {
         let parts = match &held.ready {
             Some(ready) if ready.age == age && ready.ttl == ttl => ready.parts.clone(),
             _ => {
-                let parts = super::service::hit_parts(cfg, &held.rec, key, age, ttl);
+                let parts = super::service::hit_parts(cfg, &held.rec, &held.key, age, ttl);
                 held.ready = Some(Ready { age, ttl, parts: parts.clone() });
                 parts
             }
         };
         Some(Answer { parts, body: held.rec.body.clone() })
     }
+}
+
+/// The slot hash of a default key's target.
+fn target_hash(target: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(target.as_bytes())
 }

@@ -106,6 +106,7 @@
 //! [`CacheAdmin`] (feature `axum`) serves stats and invalidation endpoints.
 
 mod body;
+mod digits;
 mod front;
 mod future;
 mod invalidate;

@@ -97,6 +97,42 @@ pub(crate) fn default_key_into(prefix: &str, req: &CacheRequest<'_>, key: &mut S
     key.push_str(prefix);
     key.push(':');
     key.push_str(method);
+    push_target(key, path, query);
+}
+
+/// The default key's method, as a `GET` (and a `HEAD`) has it.
+pub(crate) const GET: &str = "GET";
+
+/// `f` of what the default key of a `GET` of `uri` holds after
+/// `{prefix}:GET`: the path, then the sorted query. Taken from the URI itself
+/// when it is already in that form (a query of one pair, or none), so a
+/// lookup builds no key; otherwise written in `buf`.
+pub(crate) fn with_target<R>(uri: &Uri, buf: &mut String, f: impl FnOnce(&str) -> R) -> R {
+    if let Some(pq) = uri.path_and_query() {
+        let target = pq.as_str();
+        // A path of its own (an empty one reads as `/`), and a query of one
+        // pair or none: the default key holds it as it is.
+        let one_pair = match pq.query() {
+            None => true,
+            Some(q) => !q.is_empty() && !q.as_bytes().contains(&b'&'),
+        };
+        if one_pair && target.starts_with('/') {
+            return f(target);
+        }
+    }
+    buf.clear();
+    push_target(buf, uri.path(), uri.query().unwrap_or(""));
+    f(buf)
+}
+
+/// Where the target (see [`with_target`]) starts in `key` when `key` is a
+/// default key (under `prefix`) of a `GET`; `None` for any other key.
+pub(crate) fn get_key_target_at(key: &str, prefix: &str) -> Option<usize> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(':')?.strip_prefix(GET)?;
+    Some(key.len() - rest.len())
+}
+
+fn push_target(key: &mut String, path: &str, query: &str) {
     key.push_str(path);
     push_sorted_query(key, query);
 }
@@ -226,7 +262,54 @@ mod tests {
         assert_ne!(absent, empty);
     }
 
+    /// What a lookup compares (the URI's target, borrowed or built) is what
+    /// the default key holds after `{prefix}:GET`.
+    fn target_matches_the_key(uri: &str) {
+        let req = Request::get(uri).body(()).unwrap();
+        let key = default_key("cache", &CacheRequest::new(&req));
+        let mut buf = String::new();
+        let target = with_target(req.uri(), &mut buf, str::to_owned);
+        let at = get_key_target_at(&key, "cache").unwrap();
+        assert_eq!(&key[at..], target, "{uri}");
+        assert_eq!(format!("cache:GET{target}"), key, "{uri}");
+    }
+
+    #[test]
+    fn lookup_targets_are_the_keys_targets() {
+        for uri in [
+            "/api/blueprints?page=1",
+            "/api/blueprints",
+            "/",
+            "/a?",
+            "/a?b=2&a=1",
+            "/a?&",
+            "/a&b?x=1",
+            "/a&b",
+            "/a?x",
+            "http://example.com",
+            "http://example.com/p?q=1",
+            "http://example.com?q=1",
+            "*",
+        ] {
+            target_matches_the_key(uri);
+        }
+        assert_eq!(get_key_target_at("cache:GET/a", "cache"), Some(9));
+        assert_eq!(get_key_target_at("cache:HEAD/a", "cache"), None);
+        assert_eq!(get_key_target_at("other:GET/a", "cache"), None);
+    }
+
     proptest! {
+        #[test]
+        fn lookup_targets_match_keys_for_any_uri(path in "(/[a-z&%=?]{0,4}){0,3}", query in proptest::option::of("[a-c=&]{0,8}")) {
+            let uri = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            if Request::get(uri.as_str()).body(()).is_ok() {
+                target_matches_the_key(&uri);
+            }
+        }
+
         #[test]
         fn keys_depend_on_the_multiset_of_pairs(pairs in proptest::collection::vec("[a-c]{1,2}=[0-2]{0,1}", 0..6), seed in any::<u64>()) {
             let mut shuffled = pairs.clone();

@@ -18,7 +18,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::policy;
 use super::record::{self, Record};
-use super::request::{CacheRequest, default_key_into, vary_key};
+use super::request::{self, CacheRequest, default_key_into, vary_key};
 use super::stats::Counters;
 use crate::inner::L1Changes;
 use crate::{EntryOptions, Hit, LoadError, Loaded, Tier};
@@ -222,44 +222,56 @@ enum Keyed<B: Body> {
 }
 
 thread_local! {
-    /// A buffer for the default key, kept between the requests of a thread
-    /// that are answered from the front (those need no key of their own).
+    /// A buffer for default keys (and their targets), kept between the
+    /// requests of a thread that are answered from the front (those need no
+    /// key of their own).
     static KEY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
 }
 
 fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<Keyed<B>, Bypass> {
-    let view = CacheRequest::new(req);
     // A `GET` the front may answer: a hit with its key shown and no
     // conditions to evaluate.
     let front = !screen.head
         && !screen.revalidate
         && screen.principal.is_none()
         && (req.headers().is_empty() || !req.headers().contains_key(header::IF_NONE_MATCH));
+    let view = CacheRequest::new(req);
     let mut key = match &cfg.key_fn {
-        Some(f) => f(&view).ok_or(Bypass::Key)?,
-        None => {
-            let mut key = KEY.take();
-            key.clear();
-            default_key_into(&cfg.key_prefix, &view, &mut key);
+        Some(f) => {
+            let key = f(&view).ok_or(Bypass::Key)?;
+            if front && let Some(response) = answer(cfg, |front| front.answer_key(cfg, &key, L1Changes::hash(&key))) {
+                return Ok(Keyed::Answer(response));
+            }
             key
+        }
+        None => {
+            let mut buf = KEY.take();
+            if front
+                && let Some(response) =
+                    answer(cfg, |front| request::with_target(req.uri(), &mut buf, |t| front.answer_get(cfg, t)))
+            {
+                KEY.set(buf);
+                return Ok(Keyed::Answer(response));
+            }
+            // Missed: the key is the request's own, for the lookup that follows.
+            buf.clear();
+            default_key_into(&cfg.key_prefix, &view, &mut buf);
+            buf
         }
     };
     if let Some(p) = &screen.principal {
         key.push_str("#principal:");
         key.push_str(p);
     }
-    if front && let Some(response) = answer(cfg, &key) {
-        if cfg.key_fn.is_none() {
-            KEY.set(key);
-        }
-        return Ok(Keyed::Answer(response));
-    }
     Ok(Keyed::Key(key))
 }
 
-/// A fresh `HIT` from the front.
-fn answer<B: Body>(cfg: &Config, key: &str) -> Option<Response<CacheBody<B>>> {
-    let answer = cfg.front.answer(cfg, key, L1Changes::hash(key))?;
+/// A fresh `HIT` from the front, when `ask` finds one.
+fn answer<B: Body>(
+    cfg: &Config,
+    ask: impl FnOnce(&super::front::Front) -> Option<super::front::Answer>,
+) -> Option<Response<CacheBody<B>>> {
+    let answer = ask(&cfg.front)?;
     cfg.cache.count_l1_hit();
     count(cfg, XCache::Hit, answer.parts.status);
     Some(Response::from_parts(answer.parts, CacheBody::full(answer.body)))
@@ -400,7 +412,7 @@ fn decorate(cfg: &Config, headers: &mut HeaderMap, mark: Mark<'_>) {
     {
         headers.insert(X_CACHE_KEY.clone(), value);
     }
-    headers.insert(header::AGE, HeaderValue::from(mark.age));
+    headers.insert(header::AGE, super::digits::value(mark.age));
     // From the `String`'s own buffer, not a copy.
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(mark.status)) {
         headers.append(CACHE_STATUS.clone(), value);
@@ -472,7 +484,7 @@ fn build<B: Body>(
         *response.status_mut() = rec.status;
         *response.headers_mut() = rec.headers;
         if rec.status != StatusCode::NO_CONTENT {
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            response.headers_mut().insert(header::CONTENT_LENGTH, super::digits::value(len as u64));
         }
         response
     };
@@ -566,7 +578,7 @@ where
         let mut start = None;
         let hash = L1Changes::hash(&plan.key);
         if let Some(read) = cfg.cache.l1_fresh(&plan.key, hash).await
-            && let Some(rec) = cfg.front.record(&plan.key, hash, &read)
+            && let Some(rec) = cfg.front.record(&cfg, &plan.key, hash, &read)
         {
             let hit = &read.hit;
             if record::vary_matches(req.headers(), &rec.vary) {
