@@ -114,6 +114,7 @@
 //! deadpool-redis and deadpool-sqlite pools are all `deadpool::managed::Pool`s.
 
 mod held;
+mod labels;
 mod metrics;
 #[cfg(feature = "pgbouncer")]
 pub mod pgbouncer;

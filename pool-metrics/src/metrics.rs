@@ -12,12 +12,12 @@ use parking_lot::RwLock;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::labels::{Labels, Set, writes_text};
 use crate::pool::{InstrumentedPool, PoolRecorder};
-use crate::state::{ERROR_REASONS, PoolState, Settings, TIMEOUT_REASONS};
+use crate::state::{PoolState, Settings};
 
 /// Connection-pool metrics for any number of named deadpool pools, read at
 /// scrape time. Cheap to clone; clones share the pools and their metrics.
@@ -119,7 +119,15 @@ impl PoolMetrics {
 
     /// Registers the collector with `registry`. Register once per registry.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(PoolCollector { shared: self.shared.clone() }));
+        registry.register_collector(Box::new(PoolCollector { shared: self.shared.clone(), rendered_labels: true }));
+    }
+
+    /// Registers a collector that writes every label set label by label, as
+    /// prometheus-client encodes a slice of pairs: the reference the rendered
+    /// label sets are compared with.
+    #[cfg(test)]
+    pub(crate) fn register_label_by_label(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(PoolCollector { shared: self.shared.clone(), rendered_labels: false }));
     }
 
     /// The recorder of the pool called `name`, created on first use. Its
@@ -273,6 +281,9 @@ impl PoolMetricsBuilder {
 #[derive(Debug)]
 struct PoolCollector {
     shared: Arc<Shared>,
+    /// Write each sample's label set rendered in advance when the encoder
+    /// writes text (off in tests, to compare with label-by-label encoding).
+    rendered_labels: bool,
 }
 
 /// One pool's state at a scrape.
@@ -280,50 +291,72 @@ struct Reading {
     pool: Arc<PoolState>,
     status: Status,
     peak: usize,
+    /// Checkouts are recorded (an [`InstrumentedPool`]).
+    instrumented: bool,
+    /// Creations are recorded (a `post_create` hook).
+    hooked: bool,
+}
+
+impl Reading {
+    fn labels(&self, set: Set, text: bool) -> Labels<'_> {
+        self.pool.labels.get(&self.pool.name, set, text)
+    }
 }
 
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let pools: Vec<Arc<PoolState>> = self.shared.pools.read().ordered.clone();
-        let now = Instant::now();
-        let readings: Vec<Reading> = pools
-            .into_iter()
+        let readings: Vec<Reading> = self
+            .shared
+            .pools
+            .read()
+            .ordered
+            .iter()
             .filter_map(|pool| {
                 let status = pool.status()?;
-                pool.observe_pressure(status.waiting, now);
-                pool.report_overdue(now);
-                let peak = pool.take_peak(status.waiting);
-                Some(Reading { pool, status, peak })
+                Some(Reading {
+                    peak: pool.take_peak(status.waiting),
+                    instrumented: pool.instrumented.load(Relaxed),
+                    hooked: pool.hooked.load(Relaxed),
+                    pool: pool.clone(),
+                    status,
+                })
             })
             .collect();
         if readings.is_empty() {
             return Ok(());
         }
+        // Outside the lock on the pool list: these may log.
+        let now = Instant::now();
+        for r in &readings {
+            r.pool.observe_pressure(r.status.waiting, now);
+            r.pool.report_overdue(now);
+        }
         let settings = &self.shared.settings;
+        let text = self.rendered_labels && writes_text(&encoder);
 
         if settings.opentelemetry_names {
             let mut family = gauge(&mut encoder, "db_client_connection_count", "Open connections by state")?;
             for r in &readings {
                 let used = r.status.size.saturating_sub(r.status.available);
-                encode_gauge(&mut family, &[("pool", &*r.pool.name), ("state", "idle")], r.status.available)?;
-                encode_gauge(&mut family, &[("pool", &*r.pool.name), ("state", "used")], used)?;
+                encode_gauge(&mut family, r.labels(Set::Idle, text), r.status.available)?;
+                encode_gauge(&mut family, r.labels(Set::Used, text), used)?;
             }
             let mut family = gauge(&mut encoder, "db_client_connection_max", "Maximum open connections allowed")?;
             for r in &readings {
-                encode_gauge(&mut family, &[("pool", &*r.pool.name)], r.status.max_size)?;
+                encode_gauge(&mut family, r.labels(Set::Pool, text), r.status.max_size)?;
             }
             let mut family =
                 gauge(&mut encoder, "db_client_connection_pending_requests", "Tasks waiting for a connection")?;
             for r in &readings {
-                encode_gauge(&mut family, &[("pool", &*r.pool.name)], r.status.waiting)?;
+                encode_gauge(&mut family, r.labels(Set::Pool, text), r.status.waiting)?;
             }
         }
         if settings.db_pool_size {
             let mut family = gauge(&mut encoder, "db_pool_size", "Connection pool size by state")?;
             for r in &readings {
-                encode_gauge(&mut family, &[("pool", &*r.pool.name), ("state", "idle")], r.status.available)?;
-                encode_gauge(&mut family, &[("pool", &*r.pool.name), ("state", "total")], r.status.size)?;
-                encode_gauge(&mut family, &[("pool", &*r.pool.name), ("state", "waiting")], r.status.waiting)?;
+                encode_gauge(&mut family, r.labels(Set::Idle, text), r.status.available)?;
+                encode_gauge(&mut family, r.labels(Set::Total, text), r.status.size)?;
+                encode_gauge(&mut family, r.labels(Set::Waiting, text), r.status.waiting)?;
             }
         }
         let mut family = gauge(
@@ -332,7 +365,7 @@ impl Collector for PoolCollector {
             "Most tasks waiting for a connection at once since the previous scrape",
         )?;
         for r in &readings {
-            encode_gauge(&mut family, &[("pool", &*r.pool.name)], r.peak)?;
+            encode_gauge(&mut family, r.labels(Set::Pool, text), r.peak)?;
         }
         let mut family = gauge(
             &mut encoder,
@@ -341,57 +374,53 @@ impl Collector for PoolCollector {
         )?;
         for r in &readings {
             let starved = r.status.available == 0 && r.status.waiting > 0;
-            encode_gauge(&mut family, &[("pool", &*r.pool.name)], usize::from(starved))?;
+            encode_gauge(&mut family, r.labels(Set::Pool, text), usize::from(starved))?;
         }
 
-        let instrumented: Vec<&Reading> = readings.iter().filter(|r| r.pool.instrumented.load(Relaxed)).collect();
-        let hooked: Vec<&Reading> = readings.iter().filter(|r| r.pool.hooked.load(Relaxed)).collect();
         // Creation is timed only for checkouts through the instrumented pool.
-        let timed_creation: Vec<&Reading> =
-            hooked.iter().copied().filter(|r| r.pool.instrumented.load(Relaxed)).collect();
-        let histograms: [(&str, &str, HistogramOf, &[&Reading]); 3] = [
+        let histograms: [(&str, &str, HistogramOf, Recorded); 3] = [
             (
                 "db_client_connection_wait_time_seconds",
                 "Time it took to obtain a connection from the pool",
                 |p| &p.wait_time,
-                &instrumented,
+                |r| r.instrumented,
             ),
             (
                 "db_client_connection_use_time_seconds",
                 "Time between checking a connection out and returning it",
                 |p| &p.use_time,
-                &instrumented,
+                |r| r.instrumented,
             ),
             (
                 "db_client_connection_create_time_seconds",
                 "Time it took to open a new connection",
                 |p| &p.create_time,
-                &timed_creation,
+                |r| r.hooked && r.instrumented,
             ),
         ];
-        for (name, help, histogram, pools) in histograms {
-            if pools.is_empty() {
+        for (name, help, histogram, recorded) in histograms {
+            if !readings.iter().any(recorded) {
                 continue;
             }
             // The unit is in the name; no `# UNIT` line, which some OpenMetrics
             // parsers refuse on histograms.
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for r in pools {
-                histogram(&r.pool).encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
+            for r in readings.iter().filter(|r| recorded(r)) {
+                histogram(&r.pool).encode(family.encode_family(&r.labels(Set::Pool, text))?)?;
             }
         }
-        if !hooked.is_empty() {
+        if readings.iter().any(|r| r.hooked) {
             let mut family = encoder.encode_descriptor(
                 "db_client_connection_created",
                 "Connections opened",
                 None,
                 MetricType::Counter,
             )?;
-            for r in &hooked {
-                r.pool.created.encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
+            for r in readings.iter().filter(|r| r.hooked) {
+                r.pool.created.encode(family.encode_family(&r.labels(Set::Pool, text))?)?;
             }
         }
-        if instrumented.is_empty() {
+        if !readings.iter().any(|r| r.instrumented) {
             return Ok(());
         }
         let mut family = encoder.encode_descriptor(
@@ -400,9 +429,9 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &instrumented {
-            for (counter, reason) in r.pool.timeouts.iter().zip(TIMEOUT_REASONS) {
-                counter.encode(family.encode_family(&[("pool", &*r.pool.name), ("reason", reason)])?)?;
+        for r in readings.iter().filter(|r| r.instrumented) {
+            for (i, counter) in r.pool.timeouts.iter().enumerate() {
+                counter.encode(family.encode_family(&r.labels(Set::Timeout(i), text))?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -411,9 +440,9 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &instrumented {
-            for (counter, reason) in r.pool.errors.iter().zip(ERROR_REASONS) {
-                counter.encode(family.encode_family(&[("pool", &*r.pool.name), ("reason", reason)])?)?;
+        for r in readings.iter().filter(|r| r.instrumented) {
+            for (i, counter) in r.pool.errors.iter().enumerate() {
+                counter.encode(family.encode_family(&r.labels(Set::Error(i), text))?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -422,8 +451,8 @@ impl Collector for PoolCollector {
             None,
             MetricType::Counter,
         )?;
-        for r in &instrumented {
-            r.pool.held_too_long.encode(family.encode_family(&[("pool", &*r.pool.name)])?)?;
+        for r in readings.iter().filter(|r| r.instrumented) {
+            r.pool.held_too_long.encode(family.encode_family(&r.labels(Set::Pool, text))?)?;
         }
         Ok(())
     }
@@ -431,6 +460,9 @@ impl Collector for PoolCollector {
 
 /// Picks one of a pool's histograms.
 type HistogramOf = fn(&PoolState) -> &Histogram;
+
+/// Whether a pool's histogram is recorded.
+type Recorded = fn(&Reading) -> bool;
 
 fn gauge<'a>(
     encoder: &'a mut DescriptorEncoder<'_>,
@@ -440,10 +472,6 @@ fn gauge<'a>(
     encoder.encode_descriptor(name, help, None, MetricType::Gauge)
 }
 
-fn encode_gauge<const N: usize>(
-    family: &mut MetricEncoder<'_>,
-    labels: &[(&str, &str); N],
-    value: usize,
-) -> Result<(), std::fmt::Error> {
-    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family.encode_family(labels)?)
+fn encode_gauge(family: &mut MetricEncoder<'_>, labels: Labels<'_>, value: usize) -> Result<(), std::fmt::Error> {
+    family.encode_family(&labels)?.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX))
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::held::{Held, HeldConnections};
+use crate::labels::PoolLabels;
 use crate::pressure::{Pressure, PressureTracker};
 
 /// Reads a pool's status; `None` once the pool has been dropped.
@@ -36,6 +37,8 @@ pub(crate) const ERROR_REASONS: [&str; 5] = ["backend", "closed", "no_runtime", 
 
 pub(crate) struct PoolState {
     pub(crate) name: Arc<str>,
+    /// The label sets of the pool's samples, rendered once.
+    pub(crate) labels: PoolLabels,
     pub(crate) settings: Arc<Settings>,
     source: RwLock<Option<StatusSource>>,
     /// Whether checkouts are recorded (an [`InstrumentedPool`](crate::InstrumentedPool)),
@@ -71,6 +74,7 @@ impl PoolState {
     pub(crate) fn new(name: Arc<str>, settings: Arc<Settings>) -> Self {
         let pressure = PressureTracker::new(settings.pressure_threshold, settings.pressure_period);
         Self {
+            labels: PoolLabels::new(&name),
             name,
             source: RwLock::new(None),
             instrumented: AtomicBool::new(false),

@@ -336,3 +336,96 @@ async fn a_connection_still_held_too_long_is_reported_by_the_scrape_once() {
     assert_eq!(value(&m, "db_client_connection_held_too_long", &[("pool", "numbers")]), Some(1.0));
     assert_eq!(logs.text().matches("connection held longer than the threshold").count(), 1);
 }
+
+/// The exposition of `metrics` as written with the label sets rendered at
+/// registration, and as written label by label (prometheus-client's own
+/// encoding of `(key, value)` pairs) — in a plain registry, and under a
+/// prefix and a constant label.
+fn rendered_and_label_by_label(metrics: &PoolMetrics) -> [(String, String); 2] {
+    let encode = |registry: &Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encoding into a String cannot fail");
+        text
+    };
+    let mut rendered = Registry::default();
+    metrics.register(&mut rendered);
+    let mut label_by_label = Registry::default();
+    metrics.register_label_by_label(&mut label_by_label);
+    let plain = (encode(&rendered), encode(&label_by_label));
+
+    let mut rendered = Registry::default();
+    metrics.register(rendered.sub_registry_with_prefix("app").sub_registry_with_label(("zone".into(), "a".into())));
+    let mut label_by_label = Registry::default();
+    metrics.register_label_by_label(
+        label_by_label.sub_registry_with_prefix("app").sub_registry_with_label(("zone".into(), "a".into())),
+    );
+    [plain, (encode(&rendered), encode(&label_by_label))]
+}
+
+#[tokio::test]
+async fn rendered_label_sets_are_byte_for_byte_what_label_by_label_encoding_writes() {
+    let metrics = PoolMetrics::new();
+    let recorder = metrics.pool("primary");
+    let primary = Pool::<Numbers>::builder(Numbers::default())
+        .max_size(1)
+        .wait_timeout(Some(Duration::ZERO))
+        .runtime(Runtime::Tokio1)
+        .post_create(recorder.post_create_hook())
+        .build()
+        .unwrap();
+    let primary = recorder.instrument_pool(primary);
+    let odd = metrics.instrument_pool(
+        "we\"ird\\na\nme é",
+        Pool::<Numbers>::builder(Numbers::default()).max_size(3).build().unwrap(),
+    );
+    let watched: Pool<Numbers> = Pool::<Numbers>::builder(Numbers::default()).max_size(2).build().unwrap();
+    metrics.observe("watched", &watched);
+    let held = primary.get().await.unwrap();
+    assert!(matches!(primary.get().await, Err(PoolError::Timeout(TimeoutType::Wait))));
+    let _odd = odd.get().await.unwrap();
+    drop(held);
+    let _watched = watched.get().await.unwrap();
+
+    for (rendered, label_by_label) in rendered_and_label_by_label(&metrics) {
+        assert_eq!(rendered, label_by_label);
+    }
+    let (text, m) = scrape(&setup(&metrics));
+    assert!(text.contains("db_client_connection_count{pool=\"we\\\"ird\\\\na\\nme é\",state=\"used\"} 1\n"), "{text}");
+    assert!(text.contains("db_client_connection_timeouts_total{pool=\"primary\",reason=\"wait\"} 1\n"), "{text}");
+    assert!(
+        text.contains("db_client_connection_wait_time_seconds_bucket{le=\"0.001\",pool=\"primary\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(value(&m, "db_client_connection_count", &[("pool", "watched"), ("state", "used")]), Some(1.0));
+    assert_eq!(value(&m, "db_client_connection_errors", &[("pool", "primary"), ("reason", "cancelled")]), Some(0.0));
+    assert_eq!(value(&m, "db_pool_size", &[("pool", "we\"ird\\na\nme é"), ("state", "waiting")]), Some(0.0));
+}
+
+#[test]
+fn the_text_encoder_is_recognised() {
+    #[derive(Debug)]
+    struct Probe(Arc<AtomicBool>);
+    impl prometheus_client::collector::Collector for Probe {
+        fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> std::fmt::Result {
+            self.0.store(crate::labels::writes_text(&encoder), Ordering::Relaxed);
+            Ok(())
+        }
+    }
+    let seen = Arc::new(AtomicBool::new(false));
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Probe(seen.clone())));
+    prometheus_client::encoding::text::encode(&mut String::new(), &registry).unwrap();
+    // Otherwise every label set is written label by label: slower.
+    assert!(seen.load(Ordering::Relaxed), "prometheus-client's text encoder is no longer recognised");
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_pool_name_is_rendered_as_label_by_label_encoding_writes_it(name in ".{0,12}") {
+        let metrics = PoolMetrics::new();
+        let _pool = metrics.instrument_pool(&name, Pool::<Numbers>::builder(Numbers::default()).max_size(2).build().unwrap());
+        for (rendered, label_by_label) in rendered_and_label_by_label(&metrics) {
+            proptest::prop_assert_eq!(rendered, label_by_label);
+        }
+    }
+}
