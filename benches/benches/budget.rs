@@ -9,6 +9,14 @@
 //!   histograms' ceiling, so the last figure is the bound).
 //!
 //! `cargo bench -p brisk-benches --bench budget`
+//!
+//! For instruction counts, `BUDGET_LOOP=<variant>:<requests>` makes the bench
+//! binary run that many requests of one variant (`bare`, `budgeted`,
+//! `fallback`, `server-timing`) through the same request loop and exit, so
+//! callgrind can count them without criterion's own work:
+//! `BUDGET_LOOP=budgeted:12000 valgrind --tool=callgrind <bench binary>`, run
+//! for two request counts; the difference over the difference in requests is
+//! the instructions per request.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -17,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brisk_budget::{BudgetLayer, Budgets, ManualClock, RouteBudget, RouteTemplate};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use prometheus_client::registry::Registry;
@@ -70,6 +78,63 @@ fn budgets() -> Budgets {
     )
 }
 
+/// The services of the overhead group: the bare one, and the layer's variants
+/// (name, budgeted route, `Server-Timing`).
+const VARIANTS: [(&str, &str, bool, bool); 3] = [
+    ("budgeted", "BudgetLayer, budgeted route", true, false),
+    ("fallback", "BudgetLayer, fallback route", false, false),
+    ("server-timing", "BudgetLayer, budgeted route + Server-Timing", true, true),
+];
+
+/// A service through the layer, with the metrics registered (the registry is
+/// returned so it lives as long as the service).
+fn layered(server_timing: bool) -> (brisk_budget::Budget<Hello>, Registry) {
+    let layer = BudgetLayer::builder(budgets()).server_timing(server_timing).build();
+    let mut registry = Registry::default();
+    layer.register(&mut registry);
+    (tower_layer::Layer::layer(&layer, Hello { clock: None }), registry)
+}
+
+/// One request of the overhead group: call, await the response, drain the body.
+async fn one_request<S, B>(svc: &mut S, template: Option<&RouteTemplate>)
+where
+    S: Service<Request<Empty<&'static [u8]>>, Response = Response<B>, Error = Infallible>,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let future = svc.call(request(template));
+    let response = future.await.expect("infallible");
+    black_box(response.into_body().collect().await.expect("infallible"));
+}
+
+/// `BUDGET_LOOP=<variant>:<requests>`: runs the requests and returns `true`.
+fn counting_loop() -> bool {
+    let Ok(spec) = std::env::var("BUDGET_LOOP") else {
+        return false;
+    };
+    let (variant, requests) = spec.split_once(':').expect("BUDGET_LOOP=<variant>:<requests>");
+    let requests: u64 = requests.parse().expect("a number of requests");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let template = RouteTemplate::new("/api/blueprints/{id}");
+    rt.block_on(async {
+        if variant == "bare" {
+            let mut svc = Hello { clock: None };
+            for _ in 0..requests {
+                one_request(&mut svc, Some(&template)).await;
+            }
+            return;
+        }
+        let (_, _, matched, server_timing) =
+            VARIANTS.iter().copied().find(|v| v.0 == variant).expect("bare, budgeted, fallback or server-timing");
+        let (mut svc, _registry) = layered(server_timing);
+        let template = matched.then_some(&template);
+        for _ in 0..requests {
+            one_request(&mut svc, template).await;
+        }
+    });
+    true
+}
+
 fn overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
     let template = RouteTemplate::new("/api/blueprints/{id}");
@@ -86,16 +151,8 @@ fn overhead(c: &mut Criterion) {
         })
     });
 
-    let variants: [(&str, bool, bool); 3] = [
-        ("BudgetLayer, budgeted route", true, false),
-        ("BudgetLayer, fallback route", false, false),
-        ("BudgetLayer, budgeted route + Server-Timing", true, true),
-    ];
-    for (name, matched, server_timing) in variants {
-        let layer = BudgetLayer::builder(budgets()).server_timing(server_timing).build();
-        let mut registry = Registry::default();
-        layer.register(&mut registry);
-        let mut svc = tower_layer::Layer::layer(&layer, Hello { clock: None });
+    for (_, name, matched, server_timing) in VARIANTS {
+        let (mut svc, _registry) = layered(server_timing);
         let template = matched.then(|| template.clone());
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
@@ -140,4 +197,11 @@ fn memory(_: &mut Criterion) {
 }
 
 criterion_group!(benches, overhead, memory);
-criterion_main!(benches);
+
+fn main() {
+    if counting_loop() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

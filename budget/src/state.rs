@@ -4,14 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use http::Method;
 use parking_lot::{Mutex, RwLock};
 
 use crate::budget::{Budgets, Percentile, RouteBudget, RouteKey};
 use crate::clock::Clock;
 use crate::scope::RequestScope;
-use crate::window::Window;
+use crate::window::Latencies;
 
 /// Latencies are recorded in microseconds, up to one hour (longer ones are
 /// recorded as one hour), with three significant figures (0.1%) by default.
@@ -185,20 +184,24 @@ pub(crate) enum CacheStatus {
 }
 
 impl CacheStatus {
+    #[inline]
     pub(crate) fn from_header(value: Option<&http::HeaderValue>) -> Self {
         let Some(value) = value else {
             return CacheStatus::Absent;
         };
         // The common, exact verdicts first.
         match value.as_bytes() {
-            b"HIT" => return CacheStatus::Hit,
-            b"MISS" => return CacheStatus::Miss,
-            b"STALE" => return CacheStatus::Stale,
-            b"BYPASS" => return CacheStatus::Bypass,
-            _ => {}
+            b"HIT" => CacheStatus::Hit,
+            b"MISS" => CacheStatus::Miss,
+            b"STALE" => CacheStatus::Stale,
+            b"BYPASS" => CacheStatus::Bypass,
+            bytes => Self::from_words(bytes),
         }
-        // Caches may append details (`HIT from edge`); the first word decides.
-        let bytes = value.as_bytes();
+    }
+
+    /// Caches may append details (`HIT from edge`); the first word decides.
+    #[cold]
+    fn from_words(bytes: &[u8]) -> Self {
         let end = bytes.iter().position(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';').unwrap_or(bytes.len());
         let word = &bytes[..end];
         if word.eq_ignore_ascii_case(b"HIT") {
@@ -241,15 +244,15 @@ pub(crate) struct RouteStats {
     pub(crate) seen: u64,
     pub(crate) warm_up_skipped: u64,
     pub(crate) errors: u64,
-    pub(crate) latency_us: Histogram<u64>,
-    pub(crate) window: Window,
+    /// Latencies in microseconds, over the run and the sliding window.
+    pub(crate) latency_us: Latencies,
     pub(crate) payload_max: u64,
     pub(crate) counters_max: Vec<(Box<str>, u64)>,
     pub(crate) cache: CacheCounts,
     pub(crate) violations: Vec<(String, u64)>,
     warnings: Vec<(String, Option<u64>, u64)>,
-    /// The RED histograms, counted under this lock and read at scrape time;
-    /// they include warm-up requests and survive [`Shared::reset`].
+    /// The RED counts, counted under this lock and read at scrape time; they
+    /// include warm-up requests and survive [`Shared::reset`].
     #[cfg(feature = "prometheus")]
     pub(crate) red: crate::metrics::RouteHistograms,
 }
@@ -260,9 +263,7 @@ impl RouteStats {
             seen: 0,
             warm_up_skipped: 0,
             errors: 0,
-            latency_us: Histogram::new(config.significant_figures.clamp(1, 5))
-                .expect("1 to 5 significant figures are within hdrhistogram's range"),
-            window: Window::new(config.window, config.window_slices),
+            latency_us: Latencies::new(config.significant_figures, config.window, config.window_slices),
             payload_max: 0,
             counters_max: Vec::new(),
             cache: CacheCounts::default(),
@@ -273,9 +274,18 @@ impl RouteStats {
         }
     }
 
+    /// Keeps the most each counter of `scope` reached in one request.
+    #[cold]
+    fn count_max(&mut self, scope: &RequestScope) {
+        scope.for_each(|name, value| match self.counters_max.iter_mut().find(|(n, _)| &**n == name) {
+            Some((_, max)) => *max = (*max).max(value),
+            None => self.counters_max.push((name.into(), value)),
+        });
+    }
+
     /// The memory the histograms take, in bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.latency_us.distinct_values() * std::mem::size_of::<u64>() + self.window.heap_bytes()
+        self.latency_us.heap_bytes()
     }
 }
 
@@ -330,31 +340,24 @@ impl RouteState {
     }
 
     /// Records a finished request and checks it against the budget.
+    #[inline]
     pub(crate) fn finish(&self, done: &Finished<'_>) {
-        #[cfg(feature = "prometheus")]
-        self.metrics.count_request(done.status);
-
         let mut stats = self.stats.lock();
         #[cfg(feature = "prometheus")]
-        stats.red.observe(done.latency.as_secs_f64(), done.body_bytes);
+        stats.red.observe(done.latency, done.body_bytes, done.status);
         stats.seen += 1;
         if stats.seen <= self.config.warm_up {
             stats.warm_up_skipped += 1;
             return;
         }
         let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
-        // `record` grows the auto-resizing histogram; `micros` is capped, so it cannot fail.
-        let _ = stats.latency_us.record(micros);
-        stats.window.record_at(done.at, self.origin, micros);
+        stats.latency_us.record(done.at, self.origin, micros);
         if done.status.is_none() {
             stats.errors += 1;
         }
         stats.payload_max = stats.payload_max.max(done.body_bytes);
         if let Some(scope) = done.scope {
-            scope.for_each(|name, value| match stats.counters_max.iter_mut().find(|(n, _)| &**n == name) {
-                Some((_, max)) => *max = (*max).max(value),
-                None => stats.counters_max.push((name.into(), value)),
-            });
+            stats.count_max(scope);
         }
         match done.cache {
             CacheStatus::Hit => stats.cache.hit += 1,
@@ -363,12 +366,17 @@ impl RouteState {
             CacheStatus::Bypass => stats.cache.bypass += 1,
             CacheStatus::Absent => stats.cache.absent += 1,
         }
-        let (Some(budget), Some(limits)) = (&self.budget, &self.limits) else {
-            return;
-        };
-        if limits.surely_within(done, self.config.cache_misses_break) {
-            return;
+        if let (Some(budget), Some(limits)) = (&self.budget, &self.limits)
+            && !limits.surely_within(done, self.config.cache_misses_break)
+        {
+            self.violated(stats, budget, done);
         }
+    }
+
+    /// Counts and reports the budgets `done` may have broken.
+    #[cold]
+    #[inline(never)]
+    fn violated(&self, mut stats: parking_lot::MutexGuard<'_, RouteStats>, budget: &RouteBudget, done: &Finished<'_>) {
         let violations = broken(budget, done, self.config.cache_misses_break);
         let now = u64::try_from(done.at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
         let mut warn: Vec<(&str, &str, u64)> = Vec::new();
@@ -437,6 +445,7 @@ impl Limits {
 
     /// Whether the request certainly broke none of the budget (`false` when it
     /// may have: [`broken`] decides).
+    #[inline]
     fn surely_within(&self, done: &Finished<'_>, cache_misses_break: bool) -> bool {
         done.latency <= self.latency
             && done.body_bytes <= self.payload

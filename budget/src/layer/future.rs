@@ -32,7 +32,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn new(route: Arc<RouteState>, start: Instant, scope: LazyScope) -> Self {
         #[cfg(feature = "prometheus")]
-        route.metrics.active.inc();
+        route.metrics.start();
         Self { route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
     }
 
@@ -123,6 +123,7 @@ fn push_u64(out: &mut String, mut n: u64) {
 
 /// The `X-Cache` header. A response carries few headers: comparing each name
 /// with `x-cache` costs less than hashing it for a look-up.
+#[inline]
 fn x_cache(headers: &http::HeaderMap) -> Option<&HeaderValue> {
     if headers.keys_len() > 8 {
         return headers.get(X_CACHE);
@@ -146,8 +147,6 @@ impl Drop for InFlight {
             scope: self.scope.get(),
         };
         self.route.finish(&done);
-        #[cfg(feature = "prometheus")]
-        self.route.metrics.active.dec();
     }
 }
 

@@ -215,12 +215,12 @@ impl RouteReport {
         };
         if let Some(state) = state {
             let now = shared.nanos_since_origin(shared.clock.now());
-            let stats = state.stats.lock();
-            report.count = stats.latency_us.len();
+            let mut stats = state.stats.lock();
+            report.count = stats.latency_us.run().len();
             report.warm_up_skipped = stats.warm_up_skipped;
             report.errors = stats.errors;
-            report.latency = Latency::of(&stats.latency_us);
-            report.window = Latency::of(&stats.window.snapshot(now));
+            report.latency = Latency::of(stats.latency_us.run());
+            report.window = Latency::of(&stats.latency_us.window(now));
             report.payload_max_bytes = stats.payload_max;
             report.counters_max = stats.counters_max.iter().map(|(n, v)| (n.to_string(), *v)).collect();
             let c = stats.cache;
