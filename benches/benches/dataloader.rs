@@ -5,13 +5,29 @@
 //! most 100 keys.
 //!
 //! `cargo bench -p brisk-benches --bench dataloader`
+//!
+//! Instruction counts, which a shared machine's load does not move: with
+//! `DATALOADER_COUNT=<loader>:<unique keys>:<iterations>` (loader `brisk`,
+//! `dataloader` or `async-graphql`) the binary runs that many iterations of
+//! the workload (1,000 loads of keys `0..unique`) and exits, the loop in one
+//! function for `--toggle-collect`:
+//!
+//! ```sh
+//! cargo bench -p brisk-benches --bench dataloader --no-run
+//! DATALOADER_COUNT=brisk:250:25 valgrind --tool=callgrind --toggle-collect='dataloader::count' \
+//!     target/release/deps/dataloader-<hash>
+//! ```
+//!
+//! The difference between the counts of 25 and 5 iterations, divided by
+//! 20,000, is the instructions per load (the runtime's start-up and the
+//! first iterations' allocations cancel out).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use futures_util::future::join_all;
 
 const MAX_BATCH: usize = 100;
@@ -106,5 +122,36 @@ fn side_by_side(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `iterations` requests of `loads` loads of `0..unique` through one
+/// loader implementation, for callgrind.
+#[inline(never)]
+fn count(rt: &tokio::runtime::Runtime, loader: &str, unique: u64, iterations: u64) -> u64 {
+    const LOADS: u64 = 1000;
+    let mut sum = 0u64;
+    for _ in 0..iterations {
+        sum = sum.wrapping_add(rt.block_on(async {
+            match loader {
+                "brisk" => brisk(LOADS, unique).await,
+                "dataloader" => dataloader_crate(LOADS, unique).await,
+                _ => async_graphql(LOADS, unique).await,
+            }
+        }));
+    }
+    sum
+}
+
 criterion_group!(benches, side_by_side);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("DATALOADER_COUNT") {
+        let mut parts = spec.split(':');
+        let loader = parts.next().unwrap_or("brisk").to_owned();
+        let unique = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1000u64).max(1);
+        let iterations = parts.next().and_then(|n| n.parse().ok()).unwrap_or(10u64);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        black_box(count(&rt, &loader, unique, iterations));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -7,6 +7,7 @@
 //! abandoned), every caller is answered [`LoadError::Abandoned`] — no caller
 //! waits for an answer that cannot come.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -15,13 +16,15 @@ use crate::state::Answer;
 
 /// What the callers of one batch share.
 pub(crate) struct BatchAnswers<V, E> {
+    /// Set (under `inner`'s lock) once the answers are in, so that "has the
+    /// batch answered?" needs no lock.
+    answered: AtomicBool,
     inner: Mutex<Inner<V, E>>,
 }
 
 struct Inner<V, E> {
-    /// Set once, when the batch answers or is abandoned.
-    answered: bool,
-    /// One per slot, once answered; a slot without an answer was abandoned.
+    /// One per slot, once answered; a slot without an answer (or past the
+    /// end) was abandoned.
     answers: Vec<Option<Answer<V, E>>>,
     /// The callers to wake; a caller that left has a no-op waker instead.
     wakers: Vec<Waker>,
@@ -32,6 +35,23 @@ impl<V, E> BatchAnswers<V, E> {
         // Only wakers' own code runs under the lock, and every field is valid
         // between statements, so a poisoned lock is still safe to use.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[inline]
+    fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Stores the answers (the first time only) and hands back the wakers of
+    /// the callers waiting.
+    fn publish(&self, answers: Vec<Option<Answer<V, E>>>) -> Vec<Waker> {
+        let mut inner = self.lock();
+        if self.is_answered() {
+            return Vec::new();
+        }
+        inner.answers = answers;
+        self.answered.store(true, Ordering::Release);
+        std::mem::take(&mut inner.wakers)
     }
 }
 
@@ -46,8 +66,9 @@ impl<V, E> Answerer<V, E> {
     pub(crate) fn new() -> Self {
         Answerer {
             answers: Arc::new(BatchAnswers {
+                answered: AtomicBool::new(false),
                 // Room for the callers of a small batch without regrowing.
-                inner: Mutex::new(Inner { answered: false, answers: Vec::new(), wakers: Vec::with_capacity(16) }),
+                inner: Mutex::new(Inner { answers: Vec::new(), wakers: Vec::with_capacity(16) }),
             }),
             slots: 0,
         }
@@ -65,33 +86,32 @@ impl<V, E> Answerer<V, E> {
         self.slots
     }
 
-    /// Answers every slot (`answers[i]` is slot `i`'s; `None` answers
-    /// [`LoadError::Abandoned`]) and wakes every caller.
-    pub(crate) fn answer(self, answers: Vec<Option<Answer<V, E>>>) {
-        self.finish(Some(answers));
+    /// Whether `slot` is one of this batch's.
+    pub(crate) fn owns(&self, slot: &AnswerSlot<V, E>) -> bool {
+        Arc::ptr_eq(&self.answers, &slot.answers)
     }
 
-    fn finish(&self, answers: Option<Vec<Option<Answer<V, E>>>>) {
-        let wakers = {
-            let mut inner = self.answers.lock();
-            if inner.answered {
-                return;
-            }
-            inner.answered = true;
-            if let Some(answers) = answers {
-                inner.answers = answers;
-            }
-            std::mem::take(&mut inner.wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
+    /// Stores every slot's answer (`answers[i]` is slot `i`'s; `None`
+    /// answers [`LoadError::Abandoned`]): from now on the slots read as
+    /// answered. Returns the callers to wake — [`wake`] them once no lock is
+    /// held.
+    #[must_use = "the callers are woken with `wake`"]
+    pub(crate) fn publish(self, answers: Vec<Option<Answer<V, E>>>) -> Vec<Waker> {
+        self.answers.publish(answers)
+    }
+}
+
+/// Wakes the callers [`Answerer::publish`] returned.
+pub(crate) fn wake(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
     }
 }
 
 impl<V, E> Drop for Answerer<V, E> {
+    /// A batch dropped unanswered: its slots read as abandoned.
     fn drop(&mut self) {
-        self.finish(None);
+        wake(self.answers.publish(Vec::new()));
     }
 }
 
@@ -105,6 +125,16 @@ pub(crate) struct AnswerSlot<V, E> {
 
 /// A caller not polled yet (kept out of an `Option` to keep loads small).
 const NO_WAKER: usize = usize::MAX;
+
+/// What a slot holds, seen from the loader's state.
+pub(crate) enum Settled<V> {
+    /// The batch has not answered.
+    Pending,
+    /// The batch answered this value.
+    Value(V),
+    /// The batch answered an error or not-found, or was abandoned.
+    Failed,
+}
 
 impl<V, E> AnswerSlot<V, E> {
     /// Which slot of its batch this is.
@@ -122,13 +152,39 @@ impl<V, E> AnswerSlot<V, E> {
         AnswerSlot { answers: Arc::clone(&self.answers), index: self.index, waker: NO_WAKER }
     }
 
+    /// Whether the slot's batch has answered (or was abandoned).
+    #[inline]
+    pub(crate) fn is_answered(&self) -> bool {
+        self.answers.is_answered()
+    }
+
+    /// The slot's answer as the loader sees it; the value is cloned out.
+    #[inline]
+    pub(crate) fn settled(&self) -> Settled<V>
+    where
+        V: Clone,
+    {
+        if !self.is_answered() {
+            return Settled::Pending;
+        }
+        match self.answers.lock().answers.get(self.index) {
+            Some(Some(Ok(value))) => Settled::Value(value.clone()),
+            _ => Settled::Failed,
+        }
+    }
+
+    /// Whether the slot's batch answered it a value.
+    pub(crate) fn holds_value(&self) -> bool {
+        self.is_answered() && matches!(self.answers.lock().answers.get(self.index), Some(Some(Ok(_))))
+    }
+
     /// The slot's answer, or `Pending` with the caller's waker registered.
     pub(crate) fn poll_answer(&mut self, cx: &Context<'_>) -> Poll<Answer<V, E>>
     where
         V: Clone,
     {
         let mut inner = self.answers.lock();
-        if inner.answered {
+        if self.answers.is_answered() {
             let answer = inner.answers.get(self.index).and_then(Option::as_ref);
             return Poll::Ready(answer.map_or(Err(LoadError::Abandoned), Clone::clone));
         }
@@ -151,7 +207,7 @@ impl<V, E> AnswerSlot<V, E> {
             return;
         }
         let mut inner = self.answers.lock();
-        if !inner.answered
+        if !self.answers.is_answered()
             && let Some(waker) = inner.wakers.get_mut(i)
         {
             *waker = Waker::noop().clone();

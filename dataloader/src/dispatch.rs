@@ -72,6 +72,7 @@ where
         let mut st = shared.lock();
         st.dispatcher = false;
         st.ticked = false;
+        st.counts.flush(&shared.stats);
         (st.take_pending(), st.in_flight_leaves)
     };
     guard.shared = None;
@@ -241,8 +242,11 @@ impl<E> From<BatchFailure<E>> for Failure<E> {
 }
 
 /// Answers every caller of `keys` (the key at `i` has answer slot
-/// `slots[i]`, or `i`); caches the values found unless the cache was cleared
-/// since the batch started. Callers are woken after the lock is released.
+/// `slots[i]`, or `i`). When memoizing and the cache was not cleared since
+/// the batch started, the keys' entries keep the answers in place (later
+/// loads read a value from there, and ask again after an error), so no key
+/// is looked up; otherwise the keys' entries are dropped. Callers are woken
+/// after the lock is released.
 fn deliver<K, V, E>(
     shared: &Shared<K, V, E>,
     keys: &[K],
@@ -255,34 +259,23 @@ fn deliver<K, V, E>(
     V: Clone + 'static,
 {
     let (mut not_found, mut errors) = (0, 0);
-    let cache_fresh;
-    {
-        let mut st = shared.lock();
-        cache_fresh = st.epoch == epoch;
-        let memoize = st.memoize && cache_fresh;
-        for (key, answer) in keys.iter().zip(&answers) {
-            match answer {
-                Ok(_) => {}
-                Err(LoadError::NotFound) => not_found += 1,
-                Err(_) => errors += 1,
-            }
-            match (st.slots.get_mut(key), answer) {
-                (Some(slot @ Slot::Waiting(_)), Ok(value)) if memoize => *slot = Slot::Cached(value.clone()),
-                (Some(Slot::Waiting(_)), _) => {
-                    st.slots.remove(key);
-                }
-                _ => {}
-            }
+    for answer in &answers {
+        match answer {
+            Ok(_) => {}
+            Err(LoadError::NotFound) => not_found += 1,
+            Err(_) => errors += 1,
         }
     }
     shared.stats.add_outcomes(not_found, errors);
-    if cache_fresh && let Some(cache) = &shared.shared_cache {
-        for (key, answer) in keys.iter().zip(&answers) {
-            if let Ok(value) = answer {
-                cache.insert(key.clone(), value.clone());
-            }
-        }
-    }
+    // Copies for a shared cache, written before any caller is woken.
+    let to_cache: Vec<(K, V)> = match &shared.shared_cache {
+        Some(_) => keys
+            .iter()
+            .zip(&answers)
+            .filter_map(|(key, answer)| answer.as_ref().ok().map(|value| (key.clone(), value.clone())))
+            .collect(),
+        None => Vec::new(),
+    };
     let by_slot = match slots {
         None if answers.len() == answerer.slots() => answers.into_iter().map(Some).collect(),
         _ => {
@@ -297,5 +290,27 @@ fn deliver<K, V, E>(
             by_slot
         }
     };
-    answerer.answer(by_slot);
+    let (wakers, cache_fresh) = {
+        let mut st = shared.lock();
+        st.counts.flush(&shared.stats);
+        let cache_fresh = st.epoch == epoch;
+        if !(st.memoize && cache_fresh) {
+            for key in keys {
+                if let Some(Slot::Waiting(entry)) = st.slots.get(key)
+                    && answerer.owns(&entry.slot)
+                {
+                    st.slots.remove(key);
+                }
+            }
+        }
+        // Under the lock, so that the state never shows an entry whose batch
+        // has delivered without its answer.
+        (answerer.publish(by_slot), cache_fresh)
+    };
+    if cache_fresh && let Some(cache) = &shared.shared_cache {
+        for (key, value) in to_cache {
+            cache.insert(key, value);
+        }
+    }
+    crate::answers::wake(wakers);
 }

@@ -185,6 +185,11 @@ where
                 slot.insert(Slot::Cached(value));
                 true
             }
+            // A key whose batch answered an error or not-found holds no value.
+            hash_map::Entry::Occupied(mut slot) if slot.get().is_settled() && !slot.get().holds_value() => {
+                slot.insert(Slot::Cached(value));
+                true
+            }
             hash_map::Entry::Occupied(_) => false,
         }
     }
@@ -194,7 +199,7 @@ where
     pub fn clear(&self, key: &K) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        if let Some(Slot::Cached(_)) = st.slots.get(key) {
+        if st.slots.get(key).is_some_and(Slot::is_settled) {
             st.slots.remove(key);
         }
         drop(st);
@@ -208,7 +213,7 @@ where
     pub fn clear_all(&self) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        st.slots.retain(|_, slot| matches!(slot, Slot::Waiting(_)));
+        st.slots.retain(|_, slot| !slot.is_settled());
         drop(st);
         if let Some(shared) = &self.shared.shared_cache {
             shared.clear();
@@ -217,6 +222,7 @@ where
 
     /// What this loader (and every loader sharing its stats) did.
     pub fn stats(&self) -> &LoaderStats {
+        self.shared.lock().counts.flush(&self.shared.stats);
         &self.shared.stats
     }
 

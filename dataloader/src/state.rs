@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::answers::{AnswerSlot, Answerer};
+use crate::answers::{AnswerSlot, Answerer, Settled};
 use crate::batch::ErasedBatchFn;
 use crate::cache::ValueCache;
 use crate::error::LoadError;
@@ -87,21 +87,64 @@ pub(crate) struct State<K, V, E> {
     /// Bumped by `clear`/`clear_all`: a batch that started before a clear
     /// still answers its callers but does not write its values to the cache.
     pub(crate) epoch: u64,
+    /// Loads and dedups counted under the lock and added to the shared
+    /// stats in one go (see [`Counts::flush`]), not one atomic add per
+    /// load on a cache line every loader of the stats shares.
+    pub(crate) counts: Counts,
+}
+
+/// Loads not yet added to the loader's stats.
+#[derive(Default)]
+pub(crate) struct Counts {
+    loads: u64,
+    hits: u64,
+    dedups: u64,
+}
+
+impl Counts {
+    /// Adds the loads counted so far to `stats`.
+    pub(crate) fn flush(&mut self, stats: &LoaderStats) {
+        let Counts { loads, hits, dedups } = std::mem::take(self);
+        stats.add_loads(loads);
+        stats.add_cache_hits(hits);
+        stats.add_dedups(dedups);
+    }
 }
 
 /// What the loader holds for a key.
 pub(crate) enum Slot<V, E> {
-    /// A memoized value.
+    /// A memoized value (primed).
     Cached(V),
-    /// Callers waiting for the key's batch.
+    /// The key's batch: callers waiting for it, or — once it has answered,
+    /// when memoizing — its answer, which later loads read in place (a value
+    /// is cached; an error or not-found is asked for again).
     Waiting(Entry<V, E>),
 }
 
 impl<V, E> Slot<V, E> {
+    /// The key's entry while its batch has not answered.
     pub(crate) fn waiting(&mut self) -> Option<&mut Entry<V, E>> {
         match self {
-            Slot::Waiting(entry) => Some(entry),
-            Slot::Cached(_) => None,
+            Slot::Waiting(entry) if !entry.slot.is_answered() => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// Whether a load would be answered from this slot without a batch: a
+    /// primed value, or a value its batch answered.
+    pub(crate) fn holds_value(&self) -> bool {
+        match self {
+            Slot::Cached(_) => true,
+            Slot::Waiting(entry) => entry.slot.holds_value(),
+        }
+    }
+
+    /// Whether the slot's batch has answered (or it holds a primed value):
+    /// no caller waits on it, and dropping it forgets only a cached answer.
+    pub(crate) fn is_settled(&self) -> bool {
+        match self {
+            Slot::Cached(_) => true,
+            Slot::Waiting(entry) => entry.slot.is_answered(),
         }
     }
 }
@@ -141,6 +184,14 @@ impl<K, V, E> Shared<K, V, E> {
     }
 }
 
+impl<K, V, E> Drop for Shared<K, V, E> {
+    /// Counts the loads not counted yet (of keys withdrawn or still waiting).
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        st.counts.flush(&self.stats);
+    }
+}
+
 impl<K, V, E> State<K, V, E>
 where
     K: Eq + Hash + Clone,
@@ -162,6 +213,7 @@ where
             tick_gen: 0,
             ticked: false,
             epoch: 0,
+            counts: Counts::default(),
         }
     }
 
@@ -230,19 +282,19 @@ where
     ) -> Option<Lead<'a, K, V, E>> {
         let mut lead = None;
         let max = self.config.max_batch_size;
-        let (mut loads, mut hits, mut dedups) = (0u64, 0u64, 0u64);
-        let mut full = Vec::new();
+        let mut full = None;
         let mut start_dispatcher = false;
         {
             let mut guard = self.lock();
             // Borrow the fields apart: the key's entry and the collecting batch.
             let st = &mut *guard;
+            let hits_before = st.counts.hits;
             for key in keys {
-                loads += 1;
+                st.counts.loads += 1;
                 if let Some(shared) = &self.shared_cache
                     && let Some(value) = shared.get(&key)
                 {
-                    hits += 1;
+                    st.counts.hits += 1;
                     tickets(Ticket::Ready(Ok(value)));
                     continue;
                 }
@@ -250,15 +302,30 @@ where
                 let slot = match st.slots.entry(key.clone()) {
                     hash_map::Entry::Occupied(slot) => match slot.into_mut() {
                         Slot::Cached(value) => {
-                            hits += 1;
+                            st.counts.hits += 1;
                             tickets(Ticket::Ready(Ok(value.clone())));
                             continue;
                         }
-                        Slot::Waiting(entry) => {
-                            entry.callers += 1;
-                            seq = entry.seq;
-                            entry.slot.share()
-                        }
+                        Slot::Waiting(entry) => match entry.slot.settled() {
+                            Settled::Pending => {
+                                entry.callers += 1;
+                                seq = entry.seq;
+                                entry.slot.share()
+                            }
+                            Settled::Value(value) => {
+                                st.counts.hits += 1;
+                                tickets(Ticket::Ready(Ok(value)));
+                                continue;
+                            }
+                            // An error or not-found is not cached: ask again.
+                            Settled::Failed => {
+                                seq = st.next_seq;
+                                let slot = st.collecting.get_or_insert_with(Answerer::new).add_slot();
+                                let caller = slot.share();
+                                *entry = Entry { seq, callers: 1, slot };
+                                caller
+                            }
+                        },
                     },
                     hash_map::Entry::Vacant(vacant) => {
                         seq = st.next_seq;
@@ -270,7 +337,7 @@ where
                 };
                 st.registered += 1;
                 if seq < st.next_seq {
-                    dedups += 1;
+                    st.counts.dedups += 1;
                 } else {
                     st.next_seq += 1;
                     st.order.push_back((seq, key.clone()));
@@ -280,7 +347,7 @@ where
                     }
                     if st.pending >= max {
                         if let Some(batch) = st.take_pending() {
-                            full.push((batch, st.in_flight_leaves));
+                            full.get_or_insert_with(Vec::new).push((batch, st.in_flight_leaves));
                         }
                     } else if !st.dispatcher {
                         st.dispatcher = true;
@@ -294,12 +361,16 @@ where
                 }
                 tickets(Ticket::Wait(Waiter { shared: self, key: Some(key), slot }));
             }
+            // Loads answered now are counted now; loads that wait, when their
+            // batch is dispatched or answers.
+            if st.counts.hits != hits_before || full.is_some() {
+                st.counts.flush(&self.stats);
+            }
         }
-        self.stats.add_loads(loads);
-        self.stats.add_cache_hits(hits);
-        self.stats.add_dedups(dedups);
-        for (batch, leaves) in full {
-            tokio::spawn(crate::dispatch::run_batch(Arc::clone(self), batch, leaves));
+        if let Some(full) = full {
+            for (batch, leaves) in full {
+                tokio::spawn(crate::dispatch::run_batch(Arc::clone(self), batch, leaves));
+            }
         }
         if start_dispatcher {
             tokio::spawn(crate::dispatch::dispatch_pending(Arc::clone(self)));
@@ -388,6 +459,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<'_, K, V, E> {
             st.in_flight_leaves += 1;
             false
         } else if nobody_left {
+            st.counts.flush(&self.shared.stats);
             st.slots.remove(&key);
             st.stale += 1;
             st.pending -= 1;

@@ -110,7 +110,9 @@ impl LoaderStats {
     }
 
     pub(crate) fn add_loads(&self, n: u64) {
-        self.inner.loads.fetch_add(n, Relaxed);
+        if n > 0 {
+            self.inner.loads.fetch_add(n, Relaxed);
+        }
     }
     pub(crate) fn add_cache_hits(&self, n: u64) {
         if n > 0 {

@@ -688,3 +688,81 @@ fn loaders_and_their_futures_are_send_and_sync() {
     send(&loader.load_many([1]));
     send(&loader.try_load(1));
 }
+
+#[tokio::test]
+async fn answered_keys_are_cached_in_place_and_failed_ones_asked_again() {
+    let rec = Recorder::default();
+    let loader = DataLoader::new(rec.clone());
+    let answers = loader.load_many([1, 2_000_000, 3]).await;
+    assert_eq!(answers.len(), 3);
+    // Values answered by the batch are hits; the not-found key is asked again.
+    assert_eq!(loader.load(1).await.unwrap(), 10);
+    assert!(loader.load(2_000_000).await.unwrap_err().is_not_found());
+    assert_eq!(rec.batches(), vec![vec![1, 2_000_000, 3], vec![2_000_000]]);
+    // A key that holds no value can be primed; one that holds a value cannot.
+    assert!(loader.prime(2_000_000, 7));
+    assert!(!loader.prime(3, 7));
+    assert_eq!(loader.load(2_000_000).await.unwrap(), 7);
+    assert_eq!(loader.load(3).await.unwrap(), 30);
+    // A value answered by a batch is forgotten by `clear` and `clear_all`.
+    loader.clear(&1);
+    assert_eq!(loader.load(1).await.unwrap(), 10);
+    assert_eq!(rec.batches().last().unwrap(), &vec![1]);
+    loader.clear_all();
+    assert_eq!(loader.load_many([3, 2_000_000]).await.len(), 2);
+    assert_eq!(rec.batches().last().unwrap(), &vec![3, 2_000_000]);
+    let stats = loader.stats().snapshot();
+    assert_eq!((stats.loads, stats.cache_hits, stats.batches), (10, 3, 4));
+}
+
+#[tokio::test]
+async fn a_per_key_error_is_asked_again_and_a_batch_error_too() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let loader = DataLoader::new(batch_fn(move |keys: Vec<u64>| {
+        let n = {
+            let mut calls = seen.lock().unwrap();
+            calls.push(keys.clone());
+            calls.len()
+        };
+        async move {
+            if n == 1 {
+                return Err(Boom("down"));
+            }
+            Ok(keys.iter().map(|&k| if n == 2 { Err(Boom("odd")) } else { Ok(k) }).collect::<Vec<_>>())
+        }
+    }));
+    assert!(matches!(loader.load(4).await, Err(LoadError::Batch(_))));
+    assert!(matches!(loader.load(4).await, Err(LoadError::Key(_))));
+    let (a, b) = tokio::join!(loader.load(4), loader.load(4));
+    assert_eq!((a.unwrap(), b.unwrap()), (4, 4));
+    assert_eq!(loader.load(4).await.unwrap(), 4);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![4], vec![4], vec![4]]);
+}
+
+#[tokio::test]
+async fn shared_stats_count_loads_by_the_time_their_batch_is_dispatched() {
+    let (rec, gate) = Recorder::gated();
+    let stats = LoaderStats::new("users");
+    let loader = DataLoader::builder(rec.clone()).stats(stats.clone()).build();
+    let running = tokio::spawn({
+        let loader = loader.clone();
+        async move { join_all([1, 2, 1].map(|k| loader.load(k))).await }
+    });
+    settle().await;
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.loads, snapshot.dedups, snapshot.batches), (3, 1, 1), "counted while the batch runs");
+    gate.add_permits(1);
+    assert_eq!(timeout(GUARD, running).await.unwrap().unwrap().len(), 3);
+    assert_eq!(loader.load(2).await.unwrap(), 20);
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.loads, snapshot.cache_hits), (4, 1), "a hit is counted at once");
+    // A load withdrawn before its batch went is counted when it leaves.
+    let stats = LoaderStats::new("projects");
+    let loader = DataLoader::builder(rec.clone()).stats(stats.clone()).window(Duration::from_secs(60)).build();
+    let mut load = Box::pin(loader.load(5));
+    assert!(futures_util::poll!(load.as_mut()).is_pending());
+    drop(load);
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.loads, snapshot.cancelled, snapshot.batches), (1, 1, 0));
+}
