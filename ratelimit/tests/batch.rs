@@ -134,6 +134,63 @@ async fn a_batch_mixes_allowed_and_denied_decisions_and_answers_as_unbatched() {
         allowed += usize::from(batched.is_allowed() && matches!(op, Op::Check(_)));
     }
     assert_eq!(allowed, 6, "denied and allowed decisions side by side in one batch");
+    // The batch wrote each key once at its end, with the expiry the
+    // unbatched calls gave it.
+    for key in ["{k}:gcra", "{k}:fixed", "{j}:gcra", "{j}:fixed"] {
+        let ttl = |limiter: &str| {
+            let key = format!("{prefix}{limiter}:{key}");
+            let mut con = con.clone();
+            async move { redis::cmd("PTTL").arg(key).query_async::<i64>(&mut con).await.unwrap() }
+        };
+        let (a, b) = (ttl("a").await, ttl("b").await);
+        assert!(a > 0 && (a - b).abs() < 2_000, "{key}: {a} ms batched, {b} ms unbatched");
+    }
+}
+
+/// Random batches of every operation on three algorithms and two keys answer
+/// as the same requests one by one in memory.
+#[test]
+fn random_batches_agree_with_memory() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let redis = match rt.block_on(brisk_testkit::redis()) {
+        Ok(redis) => redis,
+        Err(err) => return brisk_testkit::skip_or_fail(&err),
+    };
+    let config = ProptestConfig { cases: 32, ..ProptestConfig::default() };
+    proptest!(config, |(
+        ops in proptest::collection::vec((0u8..3, 1u32..5, 0usize..2), 2..30),
+        limits in (1u32..10, 1u32..10, 1u32..10),
+    )| {
+        rt.block_on(async {
+            let prefix = brisk_testkit::unique_name("rl:batchprop:");
+            let policies = vec![
+                Policy::new("gcra", Quota::per_hour(nz(limits.0 * 3)).with_burst(nz(limits.0))),
+                Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
+                Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
+            ];
+            let single = vec![policies[0].clone()];
+            for (i, policies) in [policies, single].iter().enumerate() {
+                let store = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
+                let on_redis = build(&format!("{prefix}{i}:"), store, policies);
+                let in_memory = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
+                let in_memory = policies.iter().fold(in_memory, |b, p| b.policy(p.clone())).build().unwrap();
+                let ops: Vec<(&str, Op)> = ops
+                    .iter()
+                    .map(|&(op, cost, key)| {
+                        let key = ["a", "b"][key];
+                        (key, match op { 0 => Op::Check(cost), 1 => Op::Peek(cost), _ => Op::Refund(cost) })
+                    })
+                    .collect();
+                let together = all_at_once(&on_redis, &ops).await;
+                for (&(key, op), batched) in ops.iter().zip(&together) {
+                    let expected = run(&in_memory, key, op).await.unwrap();
+                    prop_assert_eq!(seen(batched.as_ref().unwrap()), seen(&expected), "{} {:?}", key, op);
+                }
+            }
+            Ok(())
+        })?;
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,8 +70,43 @@ local function floor_div(a, b)
   return q
 end
 
+-- In a batch, every key is read once up front (MGET) and written once at the
+-- end: `current` holds each key's value as the batch's decisions change it
+-- (false: no value), `expiry` how to write it (ms to live; -1 keep the key's
+-- TTL; -2 none, after a delete), `order` the keys written. Outside a batch
+-- (`current` nil) reads and writes go to Redis at once.
+local current, expiry, order = nil, nil, nil
+
+local function get(key)
+  if current then return current[key] end
+  return redis.call('GET', key)
+end
+
+-- Writes `value` (false: deletes) to live `ttl_ms` (nil: keeps the key's TTL).
+local function put(key, value, ttl_ms)
+  if not current then
+    if not value then
+      redis.call('DEL', key)
+    elseif ttl_ms then
+      redis.call('SET', key, value, 'PX', ttl_ms)
+    else
+      redis.call('SET', key, value, 'KEEPTTL')
+    end
+    return
+  end
+  if expiry[key] == nil then order[#order + 1] = key end
+  current[key] = value
+  if not value then
+    expiry[key] = -2
+  elseif ttl_ms then
+    expiry[key] = ttl_ms
+  elseif expiry[key] == nil then
+    expiry[key] = -1
+  end
+end
+
 local function read(key, algo)
-  local raw = redis.call('GET', key)
+  local raw = get(key)
   if not raw then return nil end
   if algo == 1 then
     -- Digits only: tonumber would also take 'inf', 'nan' and exponents.
@@ -144,11 +179,7 @@ end
 
 local function store(key, value, expires_at)
   local ttl_ms = ceil_div(expires_at - now, 1000)
-  if ttl_ms > 0 then
-    redis.call('SET', key, value, 'PX', ttl_ms)
-  else
-    redis.call('DEL', key)
-  end
+  if ttl_ms > 0 then put(key, value, ttl_ms) else put(key, false) end
 end
 
 -- Decides one request's n policies (KEYS[k0+i]; ARGV[a0+3i .. a0+3i+2]) into
@@ -168,13 +199,13 @@ local function decide(k0, n, op, cost, a0, reply, at, first)
       if state then
         if algo == 1 then
           local tat = math.max(state - a * cost, now)
-          if tat > now then store(key, string.format('%d', tat), tat) else redis.call('DEL', key) end
+          if tat > now then store(key, string.format('%d', tat), tat) else put(key, false) end
           state = tat
         else
           local index = floor_div(now, b)
           if state[1] == index or (algo == 3 and state[1] + 1 == index) then
             state[2] = math.max(state[2] - cost, 0)
-            redis.call('SET', key, string.format('%d %d %d', state[1], state[2], state[3]), 'KEEPTTL')
+            put(key, string.format('%d %d %d', state[1], state[2], state[3]))
           end
         end
       end
@@ -213,16 +244,70 @@ local function decide(k0, n, op, cost, a0, reply, at, first)
   end
 end
 
+-- One GCRA policy consumed, in a batch: the arithmetic of the one-policy
+-- path at the top, appended to `reply`.
+local function consume_one(key, t, burst, c, reply)
+  local tat = now
+  local raw = current[key]
+  if raw and #raw <= 16 and string.match(raw, '^%d+$') then tat = tonumber(raw) end
+  local base = math.max(tat, now)
+  local capacity = t * burst
+  local new_tat = base + t * c
+  local allowed, left, reset, retry = 1, capacity - (new_tat - now), new_tat - now, -1
+  if left < 0 then
+    allowed, left, reset = 0, math.max(capacity - (base - now), 0), base - now
+    if c <= burst then retry = new_tat - capacity - now end
+  end
+  local remaining = math.floor(left / t)
+  if remaining * t > left then remaining = remaining - 1 end
+  if (remaining + 1) * t <= left then remaining = remaining + 1 end
+  if allowed == 1 then
+    local ttl_ms = ceil_div(reset, 1000)
+    if ttl_ms > 0 then put(key, string.format('%d', new_tat), ttl_ms) else put(key, false) end
+  end
+  local i = #reply
+  reply[i + 1] = allowed
+  reply[i + 2] = allowed
+  reply[i + 3] = remaining
+  reply[i + 4] = reset
+  reply[i + 5] = retry
+end
+
 if op == 3 then
   -- A batch: each decision atomic and all-or-nothing on its own, decided in
   -- order, so a later decision on the same key sees the earlier one's charge.
+  current, expiry, order = {}, {}, {}
+  local keys = #KEYS
+  for i = 1, keys, 256 do
+    local last = math.min(i + 255, keys)
+    local values = redis.call('MGET', unpack(KEYS, i, last))
+    for j = i, last do current[KEYS[j]] = values[j - i + 1] end
+  end
   local reply = { now }
   local k, a = 0, 3
   for _ = 1, tonumber(ARGV[2]) do
     local m = tonumber(ARGV[a])
-    decide(k, m, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), a, reply, #reply + 1, #reply + 2)
+    local d_op = tonumber(ARGV[a + 1])
+    local d_cost = tonumber(ARGV[a + 2])
+    if m == 1 and d_op == 0 and ARGV[a + 3] == '1' then
+      consume_one(KEYS[k + 1], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), d_cost, reply)
+    else
+      decide(k, m, d_op, d_cost, a, reply, #reply + 1, #reply + 2)
+    end
     k = k + m
     a = a + 3 + 3 * m
+  end
+  for _, key in ipairs(order) do
+    local value, e = current[key], expiry[key]
+    if not value then
+      redis.call('DEL', key)
+    elseif e > 0 then
+      redis.call('SET', key, value, 'PX', e)
+    elseif e == -1 then
+      redis.call('SET', key, value, 'KEEPTTL')
+    else
+      redis.call('SET', key, value)
+    end
   end
   return reply
 end
