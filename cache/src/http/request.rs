@@ -88,7 +88,7 @@ pub(crate) fn default_key(prefix: &str, req: &CacheRequest<'_>) -> String {
     key
 }
 
-/// [`default_key`], appended to `key` (a buffer kept between requests).
+/// [`default_key`], appended to `key`.
 pub(crate) fn default_key_into(prefix: &str, req: &CacheRequest<'_>, key: &mut String) {
     let method = if req.method() == Method::HEAD { "GET" } else { req.method().as_str() };
     let path = req.path();
@@ -103,11 +103,17 @@ pub(crate) fn default_key_into(prefix: &str, req: &CacheRequest<'_>, key: &mut S
 /// The default key's method, as a `GET` (and a `HEAD`) has it.
 pub(crate) const GET: &str = "GET";
 
+thread_local! {
+    /// A buffer for the targets that are not the URI's own, kept between a
+    /// thread's lookups.
+    static TARGET: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
 /// `f` of what the default key of a `GET` of `uri` holds after
 /// `{prefix}:GET`: the path, then the sorted query. Taken from the URI itself
 /// when it is already in that form (a query of one pair, or none), so a
-/// lookup builds no key; otherwise written in `buf`.
-pub(crate) fn with_target<R>(uri: &Uri, buf: &mut String, f: impl FnOnce(&str) -> R) -> R {
+/// lookup builds no key; otherwise written in a buffer kept for the next.
+pub(crate) fn with_target<R>(uri: &Uri, f: impl FnOnce(&str) -> R) -> R {
     if let Some(pq) = uri.path_and_query() {
         let target = pq.as_str();
         // A path of its own (an empty one reads as `/`), and a query of one
@@ -120,9 +126,12 @@ pub(crate) fn with_target<R>(uri: &Uri, buf: &mut String, f: impl FnOnce(&str) -
             return f(target);
         }
     }
+    let mut buf = TARGET.take();
     buf.clear();
-    push_target(buf, uri.path(), uri.query().unwrap_or(""));
-    f(buf)
+    push_target(&mut buf, uri.path(), uri.query().unwrap_or(""));
+    let out = f(&buf);
+    TARGET.set(buf);
+    out
 }
 
 /// Where the target (see [`with_target`]) starts in `key` when `key` is a
@@ -267,8 +276,7 @@ mod tests {
     fn target_matches_the_key(uri: &str) {
         let req = Request::get(uri).body(()).unwrap();
         let key = default_key("cache", &CacheRequest::new(&req));
-        let mut buf = String::new();
-        let target = with_target(req.uri(), &mut buf, str::to_owned);
+        let target = with_target(req.uri(), str::to_owned);
         let at = get_key_target_at(&key, "cache").unwrap();
         assert_eq!(&key[at..], target, "{uri}");
         assert_eq!(format!("cache:GET{target}"), key, "{uri}");

@@ -221,13 +221,6 @@ enum Keyed<B: Body> {
     Key(String),
 }
 
-thread_local! {
-    /// A buffer for default keys (and their targets), kept between the
-    /// requests of a thread that are answered from the front (those need no
-    /// key of their own).
-    static KEY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
-}
-
 fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<Keyed<B>, Bypass> {
     // A `GET` the front may answer: a hit with its key shown and no
     // conditions to evaluate.
@@ -245,18 +238,16 @@ fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<
             key
         }
         None => {
-            let mut buf = KEY.take();
             if front
                 && let Some(response) =
-                    answer(cfg, |front| request::with_target(req.uri(), &mut buf, |t| front.answer_get(cfg, t)))
+                    answer(cfg, |front| request::with_target(req.uri(), |t| front.answer_get(cfg, t)))
             {
-                KEY.set(buf);
                 return Ok(Keyed::Answer(response));
             }
-            // Missed: the key is the request's own, for the lookup that follows.
-            buf.clear();
-            default_key_into(&cfg.key_prefix, &view, &mut buf);
-            buf
+            // Missed: the key is built, for the lookup that follows.
+            let mut key = String::new();
+            default_key_into(&cfg.key_prefix, &view, &mut key);
+            key
         }
     };
     if let Some(p) = &screen.principal {
