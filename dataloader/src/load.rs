@@ -56,7 +56,7 @@ where
             match std::mem::replace(&mut this.state, State::Done) {
                 State::New(key) => {
                     let mut ticket = None;
-                    let lead = this.shared.register([key], |t| ticket = Some(t));
+                    let lead = this.shared.register([key], Some(cx), |t| ticket = Some(t));
                     match (ticket, lead) {
                         (Some(Ticket::Wait(waiter)), Some(lead)) => {
                             // Yield once, so that the rest of this task's poll

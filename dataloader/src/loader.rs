@@ -148,7 +148,7 @@ where
         let keys: Vec<K> = keys.into_iter().collect();
         async move {
             let mut tickets = Vec::with_capacity(keys.len());
-            if let Some(lead) = self.shared.register(keys, |t| tickets.push(t)) {
+            if let Some(lead) = self.shared.register(keys, None, |t| tickets.push(t)) {
                 YieldOnce::default().await;
                 drop(lead);
             }

@@ -153,7 +153,11 @@ async fn duplicates_are_requested_once_and_every_caller_answered() {
     all.sort_unstable();
     assert_eq!(all, (0..150).collect::<Vec<_>>());
     assert_eq!(batches.len(), 2);
-    assert_eq!(loader.stats().snapshot().dedups, 450);
+    // The first batch fills at the 100th load and, its batch function
+    // answering at once, answers there: later loads of its keys are hits.
+    // Loads of keys 100..150 join the second batch, which goes at the tick.
+    let stats = loader.stats().snapshot();
+    assert_eq!((stats.cache_hits, stats.dedups), (300, 150));
 }
 
 #[tokio::test]
@@ -765,4 +769,44 @@ async fn shared_stats_count_loads_by_the_time_their_batch_is_dispatched() {
     drop(load);
     let snapshot = stats.snapshot();
     assert_eq!((snapshot.loads, snapshot.cancelled, snapshot.batches), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_full_batch_answering_at_once_answers_in_the_load_that_filled_it() {
+    let rec = Recorder::default();
+    let loader = DataLoader::builder(rec.clone()).max_batch_size(nz(2)).build();
+    let mut a = Box::pin(loader.load(1));
+    let mut b = Box::pin(loader.load(2));
+    assert!(futures_util::poll!(a.as_mut()).is_pending());
+    // The second key fills the batch: it runs, and answers, in this poll.
+    assert!(matches!(futures_util::poll!(b.as_mut()), std::task::Poll::Ready(Ok(20))));
+    assert_eq!(rec.batches(), vec![vec![1, 2]]);
+    assert_eq!(timeout(GUARD, a).await.unwrap().unwrap(), 10);
+    // A panicking batch function run there answers its callers, too.
+    let loader = DataLoader::builder(batch_fn(|_keys: Vec<u64>| async move {
+        panic!("inline");
+        #[allow(unreachable_code)]
+        Ok::<_, Boom>(Vec::<Option<u64>>::new())
+    }))
+    .max_batch_size(nz(1))
+    .build();
+    let answer = timeout(GUARD, loader.load(1)).await.expect("no hang");
+    assert!(matches!(answer, Err(LoadError::Panicked(_))), "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_full_batch_that_waits_goes_on_on_its_own_task() {
+    let (rec, gate) = Recorder::gated();
+    let loader = DataLoader::builder(rec.clone()).max_batch_size(nz(2)).build();
+    let mut a = Box::pin(loader.load(1));
+    let mut b = Box::pin(loader.load(2));
+    assert!(futures_util::poll!(a.as_mut()).is_pending());
+    assert!(futures_util::poll!(b.as_mut()).is_pending());
+    assert_eq!(rec.calls(), 1, "started in the load that filled it");
+    // The load that started it leaves; the batch still answers the other.
+    drop(b);
+    gate.add_permits(1);
+    assert_eq!(timeout(GUARD, a).await.unwrap().unwrap(), 10);
+    assert_eq!(loader.load(2).await.unwrap(), 20, "and its values were cached");
+    assert_eq!(rec.calls(), 1);
 }
