@@ -147,6 +147,47 @@ async fn a_batch_mixes_allowed_and_denied_decisions_and_answers_as_unbatched() {
     }
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn limiters_sharing_a_store_share_its_batches() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let store = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:batchshare:");
+    let shapes = [
+        two_policies(),
+        vec![Policy::new("gcra", Quota::per_hour(nz(4)))],
+        vec![Policy::new("sliding", Quota::per_day(nz(3))).algorithm(Algorithm::SlidingWindow)],
+    ];
+    let on_redis: Vec<RateLimiter> =
+        shapes.iter().enumerate().map(|(i, p)| build(&format!("{prefix}{i}:"), store.clone(), p)).collect();
+    let in_memory: Vec<RateLimiter> = shapes
+        .iter()
+        .map(|p| {
+            let b = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
+            p.iter().fold(b, |b, p| b.policy(p.clone())).build().unwrap()
+        })
+        .collect();
+    on_redis[0].check("warm").await.unwrap();
+    let ops: Vec<(usize, Op)> =
+        (0..30).map(|i| (i % 3, if i % 7 == 6 { Op::Refund(1) } else { Op::Check(1 + i as u32 % 2) })).collect();
+    let before = evalsha_calls(&mut con).await;
+    let tasks: Vec<_> = ops
+        .iter()
+        .map(|&(l, op)| {
+            let limiter = on_redis[l].clone();
+            tokio::spawn(async move { run(&limiter, "k", op).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(evalsha_calls(&mut con).await - before, 2, "three limiters' decisions in one batch");
+    for (&(l, op), batched) in ops.iter().zip(&results) {
+        assert_eq!(seen(batched), seen(&run(&in_memory[l], "k", op).await.unwrap()), "limiter {l} {op:?}");
+    }
+}
+
 /// Random batches of every operation on three algorithms and two keys answer
 /// as the same requests one by one in memory.
 #[test]

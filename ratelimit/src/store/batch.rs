@@ -53,8 +53,11 @@ pub(super) struct Queued {
 struct Job {
     /// `prefix{key}:policy`, one per policy.
     keys: Vec<String>,
-    /// `policies, operation, cost`, then `algorithm, a, b` per policy.
-    args: Vec<u64>,
+    /// `algorithm, a, b` per policy: the limiter's shape, sent once per batch.
+    params: Vec<u64>,
+    op: u64,
+    /// At most `u32::MAX` (a `NonZeroU32`).
+    cost: u64,
     slot: Option<Slot>,
 }
 
@@ -142,15 +145,14 @@ impl Batcher {
 impl Job {
     fn new(request: &StoreRequest<'_>, by_slot: bool) -> Self {
         let keys: Vec<String> = request.policies.iter().map(|p| policy_key(request, &p.name)).collect();
-        let mut args = Vec::with_capacity(3 + 3 * request.params.len());
-        args.extend([request.policies.len() as u64, operation(request.op), request.cost]);
-        for params in request.params {
-            let (algo, a, b) = encode(params);
-            args.extend([algo, a, b]);
+        let mut params = Vec::with_capacity(3 * request.params.len());
+        for p in request.params {
+            let (algo, a, b) = encode(p);
+            params.extend([algo, a, b]);
         }
         // Every key of a request carries its hash tag: the first tells the slot.
         let slot = if by_slot { keys.first().map(Slot::for_key) } else { None };
-        Job { keys, args, slot }
+        Job { keys, params, op: operation(request.op), cost: request.cost.min(u64::from(u32::MAX)), slot }
     }
 }
 
@@ -193,23 +195,41 @@ pub(super) fn encode(params: &Params) -> (u64, u64, u64) {
     }
 }
 
-/// The script call for a batch: `EVALSHA sha nkeys keys… 3 decisions (policies op cost (algo a b)…)…`.
+/// The script call for a batch: `EVALSHA sha nkeys keys… 3 decisions shapes
+/// (policies (algo a b)…)… code…`, where each distinct set of policies (a
+/// shape: one limiter's) is sent once and each decision is one number, `(shape
+/// * 4 + operation) * 2^32 + cost`.
 pub(super) fn command(name: &str, script: &[u8], batch: &[Queued]) -> redis::Cmd {
+    let mut shapes: Vec<&[u64]> = Vec::new();
+    let codes: Vec<u64> = batch
+        .iter()
+        .map(|q| {
+            let shape = shapes.iter().position(|s| *s == q.job.params.as_slice()).unwrap_or_else(|| {
+                shapes.push(&q.job.params);
+                shapes.len() - 1
+            });
+            ((shape as u64 * 4 + q.job.op) << 32) | q.job.cost
+        })
+        .collect();
     let keys = batch.iter().map(|q| q.job.keys.len()).sum::<usize>();
-    let args = batch.iter().map(|q| q.job.args.len()).sum::<usize>();
+    let args = 3 + shapes.iter().map(|s| 1 + s.len()).sum::<usize>() + codes.len();
     let bytes = batch.iter().flat_map(|q| &q.job.keys).map(String::len).sum::<usize>();
-    let mut cmd = redis::Cmd::with_capacity(5 + keys + args, script.len() + bytes + 8 * args + 32);
+    let mut cmd = redis::Cmd::with_capacity(3 + keys + args, script.len() + bytes + 16 * args + 32);
     cmd.arg(name).arg(script).arg(keys);
     for q in batch {
         for key in &q.job.keys {
             cmd.arg(key.as_str());
         }
     }
-    cmd.arg(BATCH).arg(batch.len());
-    for q in batch {
-        for &arg in &q.job.args {
-            cmd.arg(arg);
+    cmd.arg(BATCH).arg(batch.len()).arg(shapes.len());
+    for shape in &shapes {
+        cmd.arg(shape.len() / 3);
+        for &value in *shape {
+            cmd.arg(value);
         }
+    }
+    for code in codes {
+        cmd.arg(code);
     }
     cmd
 }

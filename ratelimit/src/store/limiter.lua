@@ -8,10 +8,13 @@
 --          windows: limit, window (us)
 --
 -- A batch of several requests' decisions: ARGV[1] 3, ARGV[2] the number of
--- decisions, then per decision its number of policies m, operation, cost and
--- its policies' 3m values as above; KEYS holds the decisions' keys in order
--- (on Redis Cluster: all in one slot). Replies {now, then per decision:
--- allowed, then per policy the four values below}.
+-- decisions D, ARGV[3] the number of policy shapes S (the policies of one
+-- limiter: sent once however many of its decisions the batch holds), then
+-- per shape its number of policies m and its policies' 3m values as above,
+-- then per decision (shape index from 0 * 4 + operation) * 2^32 + cost.
+-- KEYS holds the decisions' keys in order (on Redis Cluster: all in one
+-- slot). Replies {now, then per decision: allowed, then per policy the four
+-- values below}.
 --
 -- State: gcra "tat"; windows "index current previous" (strings, microseconds).
 -- Replies {allowed, now, then per policy: allowed, remaining, reset_after, retry_after (-1: none)}.
@@ -182,16 +185,16 @@ local function store(key, value, expires_at)
   if ttl_ms > 0 then put(key, value, ttl_ms) else put(key, false) end
 end
 
--- Decides one request's n policies (KEYS[k0+i]; ARGV[a0+3i .. a0+3i+2]) into
--- `reply`: its allowed flag at `at`, policy i's four values from first+4(i-1).
-local function decide(k0, n, op, cost, a0, reply, at, first)
+-- Decides one request's n policies (KEYS[k0+i]; algorithm, a, b from
+-- params[p0+3(i-1)] on) into `reply`: its allowed flag at `at`, policy i's
+-- four values from first+4(i-1).
+local function decide(k0, n, op, cost, params, p0, reply, at, first)
   reply[at] = 1
   local pending = {}
   for i = 1, n do
     local key = KEYS[k0 + i]
-    local algo = tonumber(ARGV[a0 + 3 * i])
-    local a = tonumber(ARGV[a0 + 3 * i + 1])
-    local b = tonumber(ARGV[a0 + 3 * i + 2])
+    local p = p0 + 3 * (i - 1)
+    local algo, a, b = params[p], params[p + 1], params[p + 2]
     local state = read(key, algo)
     local r = first + 4 * (i - 1)
     if op == 2 then
@@ -283,19 +286,31 @@ if op == 3 then
     local values = redis.call('MGET', unpack(KEYS, i, last))
     for j = i, last do current[KEYS[j]] = values[j - i + 1] end
   end
-  local reply = { now }
-  local k, a = 0, 3
-  for _ = 1, tonumber(ARGV[2]) do
+  local shapes = {}
+  local a = 4
+  for s = 1, tonumber(ARGV[3]) do
     local m = tonumber(ARGV[a])
-    local d_op = tonumber(ARGV[a + 1])
-    local d_cost = tonumber(ARGV[a + 2])
-    if m == 1 and d_op == 0 and ARGV[a + 3] == '1' then
-      consume_one(KEYS[k + 1], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), d_cost, reply)
+    local shape = { m }
+    for j = 1, 3 * m do shape[j + 1] = tonumber(ARGV[a + j]) end
+    shapes[s] = shape
+    a = a + 1 + 3 * m
+  end
+  local reply = { now }
+  local k = 0
+  for d = 0, tonumber(ARGV[2]) - 1 do
+    -- (shape index * 4 + operation) * 2^32 + cost, exact in a double
+    local code = tonumber(ARGV[a + d])
+    local c = code % 4294967296
+    local rest = (code - c) / 4294967296
+    local d_op = rest % 4
+    local shape = shapes[(rest - d_op) / 4 + 1]
+    local m = shape[1]
+    if m == 1 and d_op == 0 and shape[2] == 1 then
+      consume_one(KEYS[k + 1], shape[3], shape[4], c, reply)
     else
-      decide(k, m, d_op, d_cost, a, reply, #reply + 1, #reply + 2)
+      decide(k, m, d_op, c, shape, 2, reply, #reply + 1, #reply + 2)
     end
     k = k + m
-    a = a + 3 + 3 * m
   end
   for _, key in ipairs(order) do
     local value, e = current[key], expiry[key]
@@ -312,6 +327,8 @@ if op == 3 then
   return reply
 end
 
+local params = {}
+for j = 3, 2 + 3 * n do params[j - 2] = tonumber(ARGV[j]) end
 local reply = { 1, now }
-decide(0, n, op, cost, 0, reply, 1, 3)
+decide(0, n, op, cost, params, 1, reply, 1, 3)
 return reply

@@ -131,8 +131,10 @@ impl RedisStoreBuilder {
     }
 
     /// While batching: how many decisions one script call may carry
-    /// (default 32). Turns batching on.
+    /// (default 32; at most 65,536, larger values are taken as that).
+    /// Turns batching on.
     pub fn max_batch_size(mut self, decisions: NonZeroUsize) -> Self {
+        let decisions = decisions.min(NonZeroUsize::new(1 << 16).expect("not zero"));
         self.batching = Some(Limits { max_batch: decisions, ..self.limits() });
         self
     }
