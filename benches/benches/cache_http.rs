@@ -6,10 +6,16 @@
 //! cargo bench -p brisk-benches --bench cache_http -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
-//! Every measured call builds the request, waits for the service to be
-//! ready, calls it and reads the whole body. Every cache is warmed with the
-//! entry first and checked to answer from the cache (`X-Cache: HIT`, or the
-//! inner service not being called again).
+//! Every measured call clones the service (as axum does per request), builds
+//! the request, waits for the service to be ready, calls it and reads the
+//! whole body: the same steps for every cache. Every cache is warmed with
+//! the entry first and checked to answer from the cache (`X-Cache: HIT`, or
+//! the inner service not being called again).
+//!
+//! The inner service makes its response when its future is polled, as an
+//! async handler does: axum-response-cache calls the inner service on every
+//! request and drops the future on a hit, and so pays for the call there,
+//! not for a response no handler would have made.
 //!
 //! The inner service is the same for all: a 1 KiB body and two headers,
 //! `Cache-Control: public, max-age=300` included so that the peers that only
@@ -73,24 +79,34 @@ impl<B> Service<Request<B>> for Origin {
     }
 
     fn call(&mut self, _req: Request<B>) -> Self::Future {
-        Counted { calls: Arc::clone(&self.calls), response: Some(response(Full::new(self.body.clone()))) }
+        Counted::new(self, |body| response(Full::new(body)))
     }
 }
 
-/// A ready response that counts the call when it is polled: a cache that
-/// calls the inner service but drops its future on a hit (axum-response-cache
-/// does) has not made the inner service work.
+/// The inner service's work: counts the call and makes the response when it
+/// is polled, as an async handler does its work when polled. A cache that
+/// calls the inner service but drops its future on a hit
+/// (axum-response-cache does) pays for the call, not for a response it
+/// never reads, and has not made the inner service work.
 struct Counted<R> {
     calls: Arc<AtomicUsize>,
-    response: Option<R>,
+    body: Option<Bytes>,
+    make: fn(Bytes) -> R,
 }
 
-impl<R: Unpin> std::future::Future for Counted<R> {
+impl<R> Counted<R> {
+    fn new(origin: &Origin, make: fn(Bytes) -> R) -> Self {
+        Self { calls: Arc::clone(&origin.calls), body: Some(origin.body.clone()), make }
+    }
+}
+
+impl<R> std::future::Future for Counted<R> {
     type Output = Result<R, Infallible>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        std::task::Poll::Ready(Ok(self.response.take().expect("polled once")))
+        let body = self.body.take().expect("polled once");
+        std::task::Poll::Ready(Ok((self.make)(body)))
     }
 }
 
@@ -108,10 +124,7 @@ impl Service<Request<axum::body::Body>> for AxumOrigin {
     }
 
     fn call(&mut self, _req: Request<axum::body::Body>) -> Self::Future {
-        Counted {
-            calls: Arc::clone(&self.0.calls),
-            response: Some(response(axum::body::Body::from(self.0.body.clone()))),
-        }
+        Counted::new(&self.0, |body| response(axum::body::Body::from(body)))
     }
 }
 
