@@ -104,12 +104,12 @@ impl<K: Eq + Hash + Clone, V, E> Drop for DispatcherGuard<K, V, E> {
 
 /// Withdraws the keys of a batch whose task is dropped before it answered
 /// (the batch's answerer, dropped with it, answers their callers).
-struct BatchGuard<K: Eq + Hash, V, E> {
+struct BatchGuard<K: Eq + Hash + Clone, V, E> {
     shared: Arc<Shared<K, V, E>>,
     keys: Option<Arc<[K]>>,
 }
 
-impl<K: Eq + Hash, V, E> Drop for BatchGuard<K, V, E> {
+impl<K: Eq + Hash + Clone, V, E> Drop for BatchGuard<K, V, E> {
     fn drop(&mut self) {
         if let Some(keys) = self.keys.take() {
             let mut st = self.shared.lock();

@@ -213,7 +213,7 @@ where
     pub fn clear_all(&self) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        st.slots.retain(|_, slot| !slot.is_settled());
+        st.slots.retain(|slot| !slot.is_settled());
         drop(st);
         if let Some(shared) = &self.shared.shared_cache {
             shared.clear();

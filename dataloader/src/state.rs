@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque, hash_map};
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -52,7 +52,7 @@ pub(crate) struct State<K, V, E> {
     pub(crate) memoize: bool,
     /// Every key with callers waiting (pending, or in a batch) and, when
     /// memoizing, every cached value: one map, so a load costs one look-up.
-    pub(crate) slots: HashMap<K, Slot<V, E>>,
+    pub(crate) slots: Slots<K, V, E>,
     /// The answers of the collecting batch: every pending key has a slot in
     /// it. Taken with the pending keys when they are dispatched.
     pub(crate) collecting: Option<Answerer<V, E>>,
@@ -108,6 +108,93 @@ impl Counts {
         stats.add_loads(loads);
         stats.add_cache_hits(hits);
         stats.add_dedups(dedups);
+    }
+}
+
+/// The loader's keys, each hashed once per load: the map stores the hash
+/// next to the key, so growing the map re-hashes nothing. The hash is std's
+/// (SipHash with per-loader random keys, for keys that come from requests).
+pub(crate) struct Slots<K, V, E> {
+    hasher: RandomState,
+    map: HashMap<Hashed<K>, Slot<V, E>, BuildHasherDefault<Prehashed>>,
+}
+
+/// A key and its hash.
+pub(crate) struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+impl<K: Eq> PartialEq for Hashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Hashed<K> {}
+
+impl<K> Hash for Hashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands a [`Hashed`] key's stored hash to the map.
+#[derive(Default)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called (by `Hashed`); folded in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl<K, V, E> Slots<K, V, E> {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V, E> Slots<K, V, E> {
+    fn new() -> Self {
+        Slots { hasher: RandomState::new(), map: HashMap::default() }
+    }
+
+    fn hashed(&self, key: K) -> Hashed<K> {
+        Hashed { hash: self.hasher.hash_one(&key), key }
+    }
+
+    /// The entry of `key`, hashing it once.
+    pub(crate) fn entry(&mut self, key: K) -> hash_map::Entry<'_, Hashed<K>, Slot<V, E>> {
+        let key = self.hashed(key);
+        self.map.entry(key)
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&Slot<V, E>> {
+        self.map.get(&self.hashed(key.clone()))
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut Slot<V, E>> {
+        let key = self.hashed(key.clone());
+        self.map.get_mut(&key)
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V, E>> {
+        let key = self.hashed(key.clone());
+        self.map.remove(&key)
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut Slot<V, E>) -> bool) {
+        self.map.retain(|_, slot| keep(slot));
     }
 }
 
@@ -199,7 +286,7 @@ where
     pub(crate) fn new(memoize: bool) -> Self {
         State {
             memoize,
-            slots: HashMap::new(),
+            slots: Slots::new(),
             collecting: None,
             order: VecDeque::new(),
             stale: 0,
@@ -253,7 +340,7 @@ where
     #[must_use = "dropped after the lock is released"]
     pub(crate) fn abandon_pending(&mut self) -> Option<Answerer<V, E>> {
         let dispatched = self.dispatched;
-        self.slots.retain(|_, slot| !matches!(slot, Slot::Waiting(entry) if entry.seq >= dispatched));
+        self.slots.retain(|slot| !matches!(slot, Slot::Waiting(entry) if entry.seq >= dispatched));
         self.order.clear();
         self.stale = 0;
         self.pending = 0;
@@ -495,5 +582,39 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<'_, K, V, E> {
             self.shared.stats.add_cancelled(1);
         }
         self.slot.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_find_every_key_through_growth_and_removal() {
+        let mut slots: Slots<String, u32, ()> = Slots::new();
+        for i in 0..1000u32 {
+            assert!(matches!(slots.entry(i.to_string()), hash_map::Entry::Vacant(_)));
+            slots.entry(i.to_string()).or_insert(Slot::Cached(i));
+        }
+        assert_eq!(slots.len(), 1000);
+        for i in (0..1000u32).step_by(2) {
+            assert!(slots.remove(&i.to_string()).is_some());
+        }
+        for i in 0..1000u32 {
+            let found = slots.get(&i.to_string()).map(|slot| matches!(slot, Slot::Cached(v) if *v == i));
+            assert_eq!(found, (i % 2 == 1).then_some(true), "key {i}");
+        }
+        slots.retain(|slot| matches!(slot, Slot::Cached(v) if *v < 500));
+        assert_eq!(slots.len(), 250);
+    }
+
+    #[test]
+    fn keys_with_the_same_hash_stay_apart() {
+        let mut slots: Slots<&str, u32, ()> = Slots::new();
+        slots.map.insert(Hashed { hash: 7, key: "a" }, Slot::Cached(1));
+        slots.map.insert(Hashed { hash: 7, key: "b" }, Slot::Cached(2));
+        assert_eq!(slots.len(), 2);
+        assert!(matches!(slots.map.get(&Hashed { hash: 7, key: "b" }), Some(Slot::Cached(2))));
+        assert!(!slots.map.contains_key(&Hashed { hash: 8, key: "a" }), "the hash is part of the key");
     }
 }
