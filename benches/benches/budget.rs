@@ -12,7 +12,8 @@
 //!
 //! For instruction counts, `BUDGET_LOOP=<variant>:<requests>` makes the bench
 //! binary run that many requests of one variant (`bare`, `budgeted`,
-//! `fallback`, `server-timing`) through the same request loop and exit, so
+//! `fallback`, `server-timing`, or `pass-through`: a layer that only wraps the
+//! response future and body) through the same request loop and exit, so
 //! callgrind can count them without criterion's own work:
 //! `BUDGET_LOOP=budgeted:12000 valgrind --tool=callgrind <bench binary>`, run
 //! for two request counts; the difference over the difference in requests is
@@ -107,6 +108,83 @@ where
     black_box(response.into_body().collect().await.expect("infallible"));
 }
 
+/// A layer that wraps the response future and body and does nothing else:
+/// what any layer that times requests to the end of the body pays for the
+/// wrapping alone (the larger future and body moved through the runtime).
+mod pass_through {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, ready};
+
+    use http::Response;
+    use http_body::{Body, Frame};
+    use tower_service::Service;
+
+    /// As much state as `BudgetLayer` carries per request (48 bytes).
+    type State = Option<(std::sync::Arc<()>, std::time::Instant, [u64; 3])>;
+
+    #[derive(Clone)]
+    pub(crate) struct PassThrough<S>(pub(crate) S);
+
+    impl<S, R, B> Service<R> for PassThrough<S>
+    where
+        S: Service<R, Response = Response<B>>,
+        S::Future: Unpin,
+    {
+        type Response = Response<WrappedBody<B>>;
+        type Error = S::Error;
+        type Future = WrappedFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: R) -> Self::Future {
+            WrappedFuture { inner: self.0.call(req), state: None }
+        }
+    }
+
+    // Both are `Unpin` here (a ready future, a full body), so no pin projection.
+    pub(crate) struct WrappedFuture<F> {
+        inner: F,
+        state: State,
+    }
+
+    impl<F, B, E> Future for WrappedFuture<F>
+    where
+        F: Future<Output = Result<Response<B>, E>> + Unpin,
+    {
+        type Output = Result<Response<WrappedBody<B>>, E>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let response = ready!(Pin::new(&mut self.inner).poll(cx))?;
+            let state = self.state.take();
+            Poll::Ready(Ok(response.map(|inner| WrappedBody { inner, state })))
+        }
+    }
+
+    pub(crate) struct WrappedBody<B> {
+        inner: B,
+        state: State,
+    }
+
+    impl<B: Body + Unpin> Body for WrappedBody<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+            let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            if frame.is_none() {
+                self.state = None;
+            }
+            Poll::Ready(frame)
+        }
+    }
+}
+
 /// `BUDGET_LOOP=<variant>:<requests>`: runs the requests and returns `true`.
 fn counting_loop() -> bool {
     let Ok(spec) = std::env::var("BUDGET_LOOP") else {
@@ -124,8 +202,18 @@ fn counting_loop() -> bool {
             }
             return;
         }
-        let (_, _, matched, server_timing) =
-            VARIANTS.iter().copied().find(|v| v.0 == variant).expect("bare, budgeted, fallback or server-timing");
+        if variant == "pass-through" {
+            let mut svc = pass_through::PassThrough(Hello { clock: None });
+            for _ in 0..requests {
+                one_request(&mut svc, Some(&template)).await;
+            }
+            return;
+        }
+        let (_, _, matched, server_timing) = VARIANTS
+            .iter()
+            .copied()
+            .find(|v| v.0 == variant)
+            .expect("bare, pass-through, budgeted, fallback or server-timing");
         let (mut svc, _registry) = layered(server_timing);
         let template = matched.then_some(&template);
         for _ in 0..requests {

@@ -10,6 +10,7 @@
 //! assert_eq!(clock.now() - start, Duration::from_millis(30));
 //! ```
 
+use std::any::Any;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ pub trait Clock: Debug + Send + Sync + 'static {
 pub struct TokioClock;
 
 impl Clock for TokioClock {
+    #[inline]
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }
@@ -61,5 +63,27 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
+    }
+}
+
+/// The layer's clock: tokio's, read without a virtual call (the default, on
+/// every request twice), or another one.
+#[derive(Debug, Clone)]
+pub(crate) enum TimeSource {
+    Tokio,
+    Custom(Arc<dyn Clock>),
+}
+
+impl TimeSource {
+    pub(crate) fn of(clock: impl Clock) -> Self {
+        if (&clock as &dyn Any).is::<TokioClock>() { TimeSource::Tokio } else { TimeSource::Custom(Arc::new(clock)) }
+    }
+
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        match self {
+            TimeSource::Tokio => TokioClock.now(),
+            TimeSource::Custom(clock) => clock.now(),
+        }
     }
 }

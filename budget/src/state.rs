@@ -8,7 +8,7 @@ use http::Method;
 use parking_lot::{Mutex, RwLock};
 
 use crate::budget::{Budgets, Percentile, RouteBudget, RouteKey};
-use crate::clock::Clock;
+use crate::clock::TimeSource;
 use crate::scope::RequestScope;
 use crate::window::Latencies;
 
@@ -54,7 +54,7 @@ impl Default for Config {
 pub(crate) struct Shared {
     pub(crate) budgets: Budgets,
     pub(crate) config: Config,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: TimeSource,
     pub(crate) origin: Instant,
     /// Route template → one state per method. A template is looked up by `&str`
     /// so the hot path does not allocate.
@@ -82,7 +82,7 @@ pub(crate) fn method_label(method: &Method) -> &'static str {
 }
 
 impl Shared {
-    pub(crate) fn new(budgets: Budgets, config: Config, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(budgets: Budgets, config: Config, clock: TimeSource) -> Self {
         let origin = clock.now();
         Self {
             #[cfg(feature = "prometheus")]
@@ -131,9 +131,11 @@ impl Shared {
     }
 
     fn new_route(&self, method: &'static str, template: &str) -> RouteState {
-        let budget = Method::from_bytes(method.as_bytes()).ok().and_then(|m| self.budgets.get(&m, template)).cloned();
+        let http_method = Method::from_bytes(method.as_bytes()).ok();
+        let budget = http_method.as_ref().and_then(|m| self.budgets.get(m, template)).cloned();
         RouteState {
             method,
+            http_method,
             template: template.into(),
             clock: self.clock.clone(),
             origin: self.origin,
@@ -293,10 +295,12 @@ impl RouteStats {
 #[derive(Debug)]
 pub(crate) struct RouteState {
     pub(crate) method: &'static str,
+    /// `method` as a `Method`, for a quick comparison with a request's.
+    pub(crate) http_method: Option<Method>,
     pub(crate) template: Box<str>,
     /// The layer's clock, origin and settings, copied here so a request in
     /// flight holds its route and nothing else.
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: TimeSource,
     origin: Instant,
     pub(crate) config: Config,
     pub(crate) budget: Option<RouteBudget>,

@@ -543,3 +543,63 @@ async fn cache_misses_can_be_made_to_break_the_budget_once_warm() {
     let check = route.check("cache_required").unwrap();
     assert_eq!((check.actual, check.outcome), (Some(1), brisk_budget::report::Outcome::Fail));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_injected_clock_times_requests_and_tokio_clock_follows_paused_time() {
+    // A manual clock moves only when told: paused tokio time moving does not count.
+    let clock = brisk_budget::ManualClock::new();
+    let layer = BudgetLayer::builder(Budgets::new()).clock(clock.clone()).build();
+    let mut svc = tower::ServiceBuilder::new().layer(layer.clone()).service(service_fn(move |_req: Request<Body>| {
+        let clock = clock.clone();
+        async move {
+            clock.advance(ms(7));
+            tokio::time::sleep(ms(50)).await;
+            Ok::<_, Infallible>(Response::new(Body::from("x")))
+        }
+    }));
+    call(&mut svc, Method::GET, "/").await;
+    assert_eq!(layer.report().routes[0].latency.unwrap().max_us, 7_000);
+
+    // `TokioClock` given explicitly times as the default does.
+    let layer = BudgetLayer::builder(Budgets::new()).clock(brisk_budget::TokioClock).build();
+    let mut svc = tower::ServiceBuilder::new().layer(layer.clone()).service(service_fn(|_req: Request<Body>| async {
+        tokio::time::sleep(ms(12)).await;
+        Ok::<_, Infallible>(Response::new(Body::from("x")))
+    }));
+    call(&mut svc, Method::GET, "/").await;
+    assert_eq!(layer.report().routes[0].latency.unwrap().max_us, 12_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_are_counted_by_status_and_survive_a_reset() {
+    let layer = BudgetLayer::new(Budgets::new());
+    // One route (the fallback) answering with the status its path names.
+    let mut svc =
+        tower::ServiceBuilder::new().layer(layer.clone()).service(service_fn(|req: Request<Body>| async move {
+            let status = req.uri().path().trim_start_matches('/').parse::<u16>().unwrap();
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+    // The route's first status, then others, then the first again.
+    for path in ["/200", "/404", "/503", "/404", "/200"] {
+        call(&mut svc, Method::GET, path).await;
+    }
+    layer.reset();
+    call(&mut svc, Method::GET, "/200").await;
+    let text = exposition(&layer);
+    let series = |status: &str| {
+        let prefix = format!(r#"http_server_requests_total{{method="GET",route="unmatched",status="{status}"}} "#);
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::to_owned)
+    };
+    assert_eq!(series("200").as_deref(), Some("3"), "{text}");
+    assert_eq!(series("404").as_deref(), Some("2"), "{text}");
+    assert_eq!(series("503").as_deref(), Some("1"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("http_server_requests_total{")).count(), 3, "{text}");
+    assert_eq!(text.matches("# TYPE http_server_requests counter").count(), 1, "{text}");
+    assert!(text.contains(r#"http_server_active_requests{method="GET",route="unmatched"} 0"#), "{text}");
+    assert_eq!(layer.report().routes[0].count, 1, "the report starts again after the reset");
+    // A layer that has seen no request writes no RED family.
+    let idle = exposition(&BudgetLayer::new(Budgets::new()));
+    assert!(!idle.contains("http_server_"), "{idle}");
+}

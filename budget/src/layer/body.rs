@@ -37,23 +37,27 @@ impl<B: Body> Body for ResponseBody<B> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let mut inner = this.inner;
-        let frame = match this.in_flight.as_mut() {
-            // Code streaming the body still counts towards this request.
-            Some(in_flight) => crate::scope::enter(&mut in_flight.scope, || inner.as_mut().poll_frame(cx)),
-            None => inner.as_mut().poll_frame(cx),
+        let Some(in_flight) = this.in_flight.as_mut() else {
+            return inner.poll_frame(cx);
         };
+        // Code streaming the body still counts towards this request.
+        let entered = crate::scope::Entered::new(&mut in_flight.scope);
+        let frame = inner.as_mut().poll_frame(cx);
+        drop(entered);
         let frame = ready!(frame);
-        match &frame {
+        let ended = match &frame {
             Some(Ok(frame)) => {
-                if let (Some(in_flight), Some(data)) = (this.in_flight.as_mut(), frame.data_ref()) {
+                if let Some(data) = frame.data_ref() {
                     in_flight.body_bytes += data.remaining() as u64;
                 }
-                if inner.is_end_stream() {
-                    *this.in_flight = None;
-                }
+                inner.is_end_stream()
             }
-            // The end of the body, or an error that ends it: record the request.
-            None | Some(Err(_)) => *this.in_flight = None,
+            // The end of the body, or an error that ends it.
+            None | Some(Err(_)) => true,
+        };
+        if ended {
+            // Dropping the in-flight record records the request.
+            *this.in_flight = None;
         }
         Poll::Ready(frame)
     }

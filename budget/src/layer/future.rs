@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -176,19 +176,27 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let inner = this.inner;
+        let Some(in_flight) = this.in_flight.as_mut() else {
+            // Polled again after it completed: whatever the inner future does.
+            return this.inner.poll(cx).map_ok(|response| response.map(|body| ResponseBody::new(body, None)));
+        };
         // The handler's code counts towards this request's scope.
-        let result = ready!(match this.in_flight.as_mut() {
-            Some(in_flight) => scope::enter(&mut in_flight.scope, || inner.poll(cx)),
-            None => inner.poll(cx),
-        });
-        // Dropping the in-flight record on an error records the failed request.
-        let mut in_flight = this.in_flight.take();
-        let mut response = result?;
-        if let Some(in_flight) = in_flight.as_mut() {
-            in_flight.head(&mut response);
+        let entered = scope::Entered::new(&mut in_flight.scope);
+        let result = this.inner.poll(cx);
+        drop(entered);
+        match result {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(mut response)) => {
+                in_flight.head(&mut response);
+                let in_flight = this.in_flight.take();
+                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
+            }
+            Poll::Ready(Err(error)) => {
+                // Dropping the in-flight record records the failed request.
+                *this.in_flight = None;
+                Poll::Ready(Err(error))
+            }
         }
-        Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
     }
 }
 

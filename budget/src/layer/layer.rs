@@ -5,7 +5,7 @@ use tower_layer::Layer;
 
 use super::Budget;
 use crate::budget::Budgets;
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, TimeSource};
 use crate::report::BudgetReport;
 use crate::state::{Config, Shared};
 
@@ -26,7 +26,7 @@ impl BudgetLayer {
 
     /// A builder for a layer enforcing `budgets`.
     pub fn builder(budgets: Budgets) -> BudgetLayerBuilder {
-        BudgetLayerBuilder { budgets, config: Config::default(), clock: Arc::new(TokioClock) }
+        BudgetLayerBuilder { budgets, config: Config::default(), clock: TimeSource::Tokio }
     }
 
     /// The budgets this layer enforces.
@@ -96,7 +96,7 @@ impl<S> Layer<S> for BudgetLayer {
 pub struct BudgetLayerBuilder {
     budgets: Budgets,
     config: Config,
-    clock: Arc<dyn Clock>,
+    clock: TimeSource,
 }
 
 impl BudgetLayerBuilder {
@@ -176,10 +176,10 @@ impl BudgetLayerBuilder {
         self
     }
 
-    /// The clock that times requests. Default [`TokioClock`], which follows
+    /// The clock that times requests. Default [`TokioClock`](crate::TokioClock), which follows
     /// `tokio::time::pause()`.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = TimeSource::of(clock);
         self
     }
 

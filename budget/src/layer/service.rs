@@ -64,17 +64,19 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = self.shared.clock.now();
-        let method = method_label(req.method());
         let template = template(&req).unwrap_or(&self.shared.config.fallback_route);
         let route = match &self.last {
-            // Method labels are static strings, nearly always the same pointer.
+            // The same route as the previous request: the common case. (The
+            // label compares methods that share `_OTHER`.)
             Some(last)
-                if (std::ptr::eq(last.method, method) || last.method == method) && *last.template == *template =>
+                if (last.http_method.as_ref() == Some(req.method())
+                    || std::ptr::eq(last.method, method_label(req.method())))
+                    && *last.template == *template =>
             {
                 last.clone()
             }
             _ => {
-                let route = self.shared.route(method, template);
+                let route = self.shared.route(method_label(req.method()), template);
                 // Past `max_routes` the state is the fallback's: not this template's to cache.
                 if *route.template == *template {
                     self.last = Some(route.clone());
