@@ -19,6 +19,8 @@
 -- State: gcra "tat"; windows "index current previous" (strings, microseconds).
 -- Replies {allowed, now, then per policy: allowed, remaining, reset_after, retry_after (-1: none)}.
 -- Must compute exactly as src/algorithm.rs: integers below 2^53 only.
+-- Numbers handed to redis.call are formatted with '%d' first: Lua would
+-- format them as '%.14g', a slower float conversion.
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -51,7 +53,7 @@ if n == 1 and op == 0 and ARGV[3] == '1' then
     if ttl_ms * 1000 < reset then ttl_ms = ttl_ms + 1 end
     if (ttl_ms - 1) * 1000 >= reset and ttl_ms > 0 then ttl_ms = ttl_ms - 1 end
     if ttl_ms > 0 then
-      redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
+      redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', ttl_ms))
     else
       redis.call('DEL', KEYS[1])
     end
@@ -91,7 +93,7 @@ local function put(key, value, ttl_ms)
     if not value then
       redis.call('DEL', key)
     elseif ttl_ms then
-      redis.call('SET', key, value, 'PX', ttl_ms)
+      redis.call('SET', key, value, 'PX', string.format('%d', ttl_ms))
     else
       redis.call('SET', key, value, 'KEEPTTL')
     end
@@ -317,7 +319,7 @@ if op == 3 then
     if not value then
       redis.call('DEL', key)
     elseif e > 0 then
-      redis.call('SET', key, value, 'PX', e)
+      redis.call('SET', key, value, 'PX', string.format('%d', e))
     elseif e == -1 then
       redis.call('SET', key, value, 'KEEPTTL')
     else
