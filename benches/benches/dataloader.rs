@@ -10,7 +10,8 @@
 //! `DATALOADER_COUNT=<loader>:<unique keys>:<iterations>` (loader `brisk`,
 //! `dataloader` or `async-graphql`) the binary runs that many iterations of
 //! the workload (1,000 loads of keys `0..unique`) and exits, the loop in one
-//! function for `--toggle-collect`:
+//! function for `--toggle-collect` (`brisk-cached`: the cached-keys group's
+//! `load_many` of 1,000 keys a loader holds):
 //!
 //! ```sh
 //! cargo bench -p brisk-benches --bench dataloader --no-run
@@ -128,6 +129,17 @@ fn side_by_side(c: &mut Criterion) {
 fn count(rt: &tokio::runtime::Runtime, loader: &str, unique: u64, iterations: u64) -> u64 {
     const LOADS: u64 = 1000;
     let mut sum = 0u64;
+    if loader == "brisk-cached" {
+        // The `1000_cached_keys` group: one loader answering keys it holds.
+        let loader = brisk_dataloader::DataLoader::builder(Batch)
+            .max_batch_size(NonZeroUsize::new(MAX_BATCH).expect("non-zero"))
+            .build();
+        rt.block_on(loader.load_many(0..LOADS));
+        for _ in 0..iterations {
+            sum = sum.wrapping_add(rt.block_on(loader.load_many(0..LOADS)).len() as u64);
+        }
+        return sum;
+    }
     for _ in 0..iterations {
         sum = sum.wrapping_add(rt.block_on(async {
             match loader {

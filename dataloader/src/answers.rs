@@ -127,9 +127,9 @@ pub(crate) struct AnswerSlot<V, E> {
 const NO_WAKER: usize = usize::MAX;
 
 /// What a slot holds, seen from the loader's state.
-pub(crate) enum Settled<V> {
+pub(crate) enum Settled<V, P = ()> {
     /// The batch has not answered.
-    Pending,
+    Pending(P),
     /// The batch answered this value.
     Value(V),
     /// The batch answered an error or not-found, or was abandoned.
@@ -165,7 +165,7 @@ impl<V, E> AnswerSlot<V, E> {
         V: Clone,
     {
         if !self.is_answered() {
-            return Settled::Pending;
+            return Settled::Pending(());
         }
         match self.answers.lock().answers.get(self.index) {
             Some(Some(Ok(value))) => Settled::Value(value.clone()),

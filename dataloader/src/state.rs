@@ -217,6 +217,21 @@ impl<V, E> Slot<V, E> {
         }
     }
 
+    /// What a load finds in this slot's batch (a `Waiting` slot's).
+    fn settled(&mut self) -> Settled<V, &mut Entry<V, E>>
+    where
+        V: Clone,
+    {
+        match self {
+            Slot::Cached(value) => Settled::Value(value.clone()),
+            Slot::Waiting(entry) => match entry.slot.settled() {
+                Settled::Pending(()) => Settled::Pending(entry),
+                Settled::Value(value) => Settled::Value(value),
+                Settled::Failed => Settled::Failed,
+            },
+        }
+    }
+
     /// Whether a load would be answered from this slot without a batch: a
     /// primed value, or a value its batch answered.
     pub(crate) fn holds_value(&self) -> bool {
@@ -401,13 +416,17 @@ where
                             tickets(Ticket::Ready(Ok(value.clone())));
                             continue;
                         }
-                        Slot::Waiting(entry) => match entry.slot.settled() {
-                            Settled::Pending => {
+                        slot @ Slot::Waiting(_) => match slot.settled() {
+                            Settled::Pending(entry) => {
                                 entry.callers += 1;
                                 seq = entry.seq;
                                 entry.slot.share()
                             }
                             Settled::Value(value) => {
+                                // Kept as a plain value from now on: later
+                                // hits take no lock, and the batch's answers
+                                // go once all its keys are read.
+                                *slot = Slot::Cached(value.clone());
                                 st.counts.hits += 1;
                                 tickets(Ticket::Ready(Ok(value)));
                                 continue;
@@ -415,9 +434,9 @@ where
                             // An error or not-found is not cached: ask again.
                             Settled::Failed => {
                                 seq = st.next_seq;
-                                let slot = st.collecting.get_or_insert_with(Answerer::new).add_slot();
-                                let caller = slot.share();
-                                *entry = Entry { seq, callers: 1, slot };
+                                let answer = st.collecting.get_or_insert_with(Answerer::new).add_slot();
+                                let caller = answer.share();
+                                *slot = Slot::Waiting(Entry { seq, callers: 1, slot: answer });
                                 caller
                             }
                         },
