@@ -85,12 +85,9 @@ pub(crate) struct Entered<'a> {
 impl<'a> Entered<'a> {
     #[inline]
     pub(crate) fn new(scope: &'a mut LazyScope) -> Self {
-        let mut mine = Some(std::mem::take(scope));
-        let outer = CURRENT.try_with(|current| current.replace(mine.take())).ok();
-        if let Some(mine) = mine {
-            // Nothing can be recorded: keep the scope.
-            *scope = mine;
-        }
+        // Taken inside the closure: if the thread-local is gone, nothing can be
+        // recorded and the scope stays where it is.
+        let outer = CURRENT.try_with(|current| current.replace(Some(std::mem::take(scope)))).ok();
         Self { scope, outer }
     }
 }

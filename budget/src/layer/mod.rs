@@ -43,8 +43,9 @@
 //!   fallback label, so the number of series stays bounded.
 //! - **Latency**: from the call of the service to the end of the response body
 //!   (its last frame, or when it is dropped), read from the layer's
-//!   [`Clock`](crate::Clock); recorded in an HDR histogram over the whole run and
-//!   one over a sliding window.
+//!   [`Clock`](crate::Clock); recorded once, in an HDR histogram of the sliding
+//!   window's current slice, which is folded into the whole-run histogram and
+//!   the window when the slice ends or a report is read.
 //! - **Payload**: the bytes of the response body's data frames.
 //! - **Counters**: whatever the request [`record`](crate::record)ed, in the
 //!   handler or while its body streams.
