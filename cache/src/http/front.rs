@@ -11,6 +11,10 @@
 //! holds, kept for at most [`Front::SLOTS`] keys (so at most that many
 //! bodies are kept alive after L1 dropped them).
 //!
+//! A `GET` with a default key finds its slot by the hash of its target (the
+//! URI's path and query, see [`request::with_target`]) and compares the
+//! target with the stored key, so a hit builds no key.
+//!
 //! [`TieredCache::l1_fresh`]: crate::TieredCache
 //! [`TieredCache::l1_still_fresh`]: crate::TieredCache
 
