@@ -44,9 +44,11 @@
 //!   make meanwhile share the batch, on a current-thread or a multi-thread
 //!   runtime alike. With [`Builder::window`] keys are collected for a fixed
 //!   time instead. A batch that reaches [`Builder::max_batch_size`] is
-//!   dispatched at once; larger sets are split. At most
-//!   [`Builder::max_in_flight`] batches run at once, concurrently, each on its
-//!   own task: no lock is held while the batch function runs.
+//!   dispatched at once (first polled by the load that filled it, so a batch
+//!   function that answers without waiting answers before that task's next
+//!   loads); larger sets are split. At most [`Builder::max_in_flight`]
+//!   batches run at once, concurrently, a batch that waits on its own task:
+//!   no lock is held while the batch function runs.
 //! - **De-duplication.** A key already pending or in a running batch is not
 //!   requested again; all its callers get the one answer (`V: Clone` — wrap
 //!   large values in an `Arc`).

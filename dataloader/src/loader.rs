@@ -315,8 +315,9 @@ where
     E: Send + Sync + 'static,
 {
     /// Keys per call of the batch function, at most (default 1,000). A batch
-    /// that reaches it is dispatched at once, and larger sets of pending keys
-    /// are split.
+    /// that reaches it is dispatched at once — first polled by the load that
+    /// filled it (no lock held), then, if the batch function waits, on its
+    /// own task — and larger sets of pending keys are split.
     pub fn max_batch_size(mut self, max: NonZeroUsize) -> Self {
         self.max_batch_size = max.get();
         self

@@ -42,7 +42,11 @@ struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// Calls for a key (each key of a `load_many` counts once).
+    /// Calls for a key (each key of a `load_many` counts once). A load
+    /// answered from the cache is counted at once; one that waits (and so
+    /// its dedup) when its batch is dispatched or answers, or when it leaves
+    /// first — a loader counts its waiting loads under its own lock and adds
+    /// them here in one go.
     pub loads: u64,
     /// Loads answered from the cache.
     pub cache_hits: u64,
