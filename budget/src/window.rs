@@ -127,17 +127,15 @@ impl Latencies {
         if self.live.is_empty() {
             return;
         }
-        let mut live = std::mem::replace(&mut self.live, histogram(1));
         let slice = slice_for(&mut self.ring, epoch);
-        for value in live.iter_recorded() {
+        for value in self.live.iter_recorded() {
             // Each value is the top of a bucket of the live slice: it falls in
             // the bucket of the run, and of the coarser window, that holds
             // every value of that bucket.
             let _ = slice.record_n(value.value_iterated_to(), value.count_at_value());
             let _ = self.run.record_n(value.value_iterated_to(), u64::from(value.count_at_value()));
         }
-        live.reset();
-        self.live = live;
+        self.live.reset();
     }
 
     /// Every latency recorded, over the whole run.
