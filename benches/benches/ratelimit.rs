@@ -1,8 +1,10 @@
 //! brisk-ratelimit, side by side with its baselines in one run:
 //!
-//! - `ratelimit/redis_decision`: one decision on Redis with 1 and 2 policies,
-//!   and a blocked key (answered locally). The Redis commands each costs are
-//!   counted with `INFO commandstats` and printed before the timings.
+//! - `ratelimit/redis_decision`: one decision on Redis with 1 and 2
+//!   policies (1 policy also with the store's batching off: alone, a
+//!   decision goes out at once either way), and a blocked key (answered
+//!   locally). The Redis commands each costs are counted with
+//!   `INFO commandstats` and printed before the timings.
 //! - `ratelimit/redis_64_callers`: decisions per second with 64 concurrent
 //!   callers vs raw `EVALSHA` of a trivial script on the same connection,
 //!   with the store's batching (the default: decisions waiting together share
@@ -145,6 +147,10 @@ fn redis_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit/redis_decision");
     group.throughput(Throughput::Elements(1));
     group.bench_function("one_policy", |b| b.to_async(&rt).iter(|| async { one.check("k").await.unwrap() }));
+    // Alone, a decision goes out at once: batching adds no delay when idle.
+    group.bench_function("one_policy_unbatched", |b| {
+        b.to_async(&rt).iter(|| async { one_unbatched.check("k").await.unwrap() })
+    });
     group.bench_function("two_policies", |b| b.to_async(&rt).iter(|| async { two.check("k").await.unwrap() }));
     group.bench_function("blocked_key", |b| b.to_async(&rt).iter(|| async { blocked.check("abuser").await.unwrap() }));
     group.finish();

@@ -6,6 +6,9 @@
 //! `TIME`, or in process memory; several policies per request decided
 //! together, all-or-nothing; a tower layer answering `429` with the IETF
 //! `RateLimit-Policy` / `RateLimit` fields and an RFC 9457 problem body.
+//! On Redis, decisions that arrive while the store's calls are busy share
+//! one script call, each still atomic and all-or-nothing on its own (see
+//! [`store::RedisStore`], feature `redis`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

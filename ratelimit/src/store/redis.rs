@@ -19,8 +19,9 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 /// instance of a fleet.
 ///
 /// Every decision is **one** `EVALSHA` of one Lua script (sent again by
-/// `EVAL` on `NOSCRIPT`) that reads Redis `TIME` and decides all of a request's
-/// policies atomically. The policies' keys are `prefix{key}:policy`, one hash
+/// `EVAL` on `NOSCRIPT`), alone or shared with the decisions batched with it,
+/// that reads Redis `TIME` and decides all of a request's policies
+/// atomically. The policies' keys are `prefix{key}:policy`, one hash
 /// tag, so the script runs on Redis Cluster. Every call is bounded by a
 /// timeout (default 100 ms). Clones share one multiplexed connection.
 ///
