@@ -1,3 +1,5 @@
+use std::borrow::Borrow;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -34,7 +36,8 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 /// across its own policies, independent of the others (decided in turn,
 /// so a later one on the same key sees the earlier one's charge), and gets
 /// its own answer; each still waits for one round trip, which the batch's
-/// decisions share. On Redis Cluster a batch holds only decisions whose keys
+/// decisions share (a decision that queued first waits for a busy call to
+/// return, as it would wait for its turn on the connection unbatched). On Redis Cluster a batch holds only decisions whose keys
 /// hash to one slot. A batch that fails or times out fails each of its
 /// decisions, and each limiter then applies its own policies' failure modes.
 /// Every decision waits at most the timeout, time in the queue included.
@@ -252,23 +255,30 @@ impl sealed::Backend for RedisStore {
     }
 }
 
-/// A script call slot of the batcher, held by a call; on drop, handed on to
-/// the decisions waiting, or freed.
-struct CallSlot<'a> {
-    store: &'a RedisStore,
+/// A script call slot of the batcher, held by a call (through a borrowed
+/// store for a caller's own call, an owned one for a task's batches); on
+/// drop, handed on to the decisions waiting, or freed.
+struct CallSlot<S: Borrow<RedisStore>> {
+    store: S,
     /// False once `next_batch` freed the slot.
     held: bool,
 }
 
-impl<'a> CallSlot<'a> {
-    fn new(store: &'a RedisStore) -> Self {
+impl<S: Borrow<RedisStore>> CallSlot<S> {
+    fn new(store: S) -> Self {
         CallSlot { store, held: true }
+    }
+
+    /// `next_batch` freed the slot: nothing to hand on.
+    fn freed(&mut self) {
+        self.held = false;
     }
 }
 
-impl Drop for CallSlot<'_> {
+impl<S: Borrow<RedisStore>> Drop for CallSlot<S> {
     fn drop(&mut self) {
-        let Some(batcher) = &self.store.batcher else { return };
+        let store = self.store.borrow();
+        let Some(batcher) = &store.batcher else { return };
         if !self.held {
             return;
         }
@@ -280,7 +290,7 @@ impl Drop for CallSlot<'_> {
         // does not hold up this caller's answer, nor depend on it still waiting.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(self.store.clone().send_batches(batch));
+                runtime.spawn(store.clone().send_batches(batch));
             }
             Err(_) => {
                 // No runtime to send them from: their callers see the call dropped.
@@ -304,31 +314,35 @@ impl RedisStore {
         parse(&reply, request.policies.len())
     }
 
-    /// Sends `batch`, then the batches that queued meanwhile, holding one call slot.
-    async fn send_batches(self, mut batch: Vec<Queued>) {
-        let mut slot = CallSlot::new(&self);
-        loop {
-            let result = self.eval(|name, script| batch::command(name, script, &batch)).await;
-            match result.and_then(|reply| batch::parse(&reply, &batch)) {
-                Ok(outcomes) => {
-                    for (queued, outcomes) in batch.into_iter().zip(outcomes) {
-                        queued.answer(Ok(outcomes));
+    /// Sends `batch`, then the batches that queued meanwhile, holding one
+    /// call slot: taken over before the task first runs, so a task dropped
+    /// unpolled (a runtime shutting down) still hands it on.
+    fn send_batches(self, mut batch: Vec<Queued>) -> impl Future<Output = ()> + Send + 'static {
+        let mut slot = CallSlot::new(self);
+        async move {
+            loop {
+                let store = &slot.store;
+                let result = store.eval(|name, script| batch::command(name, script, &batch)).await;
+                match result.and_then(|reply| batch::parse(&reply, &batch)) {
+                    Ok(outcomes) => {
+                        for (queued, outcomes) in batch.into_iter().zip(outcomes) {
+                            queued.answer(Ok(outcomes));
+                        }
+                    }
+                    Err(e) => {
+                        for queued in batch {
+                            queued.answer(Err(batch::copy_error(&e)));
+                        }
                     }
                 }
-                Err(e) => {
-                    for queued in batch {
-                        queued.answer(Err(batch::copy_error(&e)));
-                    }
+                batch = match &store.batcher {
+                    Some(batcher) => batcher.next_batch(),
+                    None => Vec::new(),
+                };
+                if batch.is_empty() {
+                    slot.freed();
+                    return;
                 }
-            }
-            batch = match &self.batcher {
-                Some(batcher) => batcher.next_batch(),
-                None => Vec::new(),
-            };
-            if batch.is_empty() {
-                // `next_batch` freed the slot.
-                slot.held = false;
-                return;
             }
         }
     }
