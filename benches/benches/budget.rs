@@ -4,6 +4,10 @@
 //!   (call, response, body drained), bare and through `BudgetLayer` (a
 //!   budgeted route with every kind of budget and metrics registered; the
 //!   fallback route; with `Server-Timing`). The difference is the layer's cost.
+//! - `budget/interleaved` (printed): the bare service and the budgeted and
+//!   fallback routes in alternating rounds, the overhead taken per round (its
+//!   median and range), so drift of the machine between criterion's
+//!   sequential measurements does not land in the difference.
 //! - `budget/memory` (printed, not timed): the bytes of histograms per route
 //!   after 10,000 requests with latencies spread up to 1 s, 60 s and 1 h (the
 //!   histograms' ceiling, so the last figure is the bound).
@@ -255,6 +259,56 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// `budget/interleaved` (printed): the bare service and the budgeted and
+/// fallback routes timed in alternating rounds, each round's difference to
+/// the bare service taken within the round. Criterion measures each service
+/// over its own seconds, one after the other, so machine drift between them
+/// lands in the difference; here it is shared by both sides of each round.
+fn interleaved(_: &mut Criterion) {
+    const ROUNDS: usize = 40;
+    const REQUESTS: u32 = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let template = RouteTemplate::new("/api/blueprints/{id}");
+    let (mut budgeted, _budgeted_registry) = layered(false);
+    let (mut fallback, _fallback_registry) = layered(false);
+    let mut bare = Hello { clock: None };
+    // Per request, in nanoseconds: bare, budgeted, fallback per round.
+    let mut rounds: Vec<[f64; 3]> = Vec::with_capacity(ROUNDS);
+    rt.block_on(async {
+        for round in 0..=ROUNDS {
+            let mut times = [0f64; 3];
+            // The order turns each round, so no service always runs first.
+            for k in 0..3 {
+                let which = (round + k) % 3;
+                let start = std::time::Instant::now();
+                for _ in 0..REQUESTS {
+                    match which {
+                        0 => one_request(&mut bare, Some(&template)).await,
+                        1 => one_request(&mut budgeted, Some(&template)).await,
+                        _ => one_request(&mut fallback, None).await,
+                    }
+                }
+                times[which] = start.elapsed().as_nanos() as f64 / f64::from(REQUESTS);
+            }
+            // Round 0 warms up.
+            if round > 0 {
+                rounds.push(times);
+            }
+        }
+    });
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (bare_ns, _, _) = median(rounds.iter().map(|r| r[0]).collect());
+    for (i, name) in [(1, "budgeted route"), (2, "fallback route")] {
+        let (over, low, high) = median(rounds.iter().map(|r| r[i] - r[0]).collect());
+        println!(
+            "budget/interleaved: {name}: +{over:.0} ns over the bare service (median of {ROUNDS} rounds of {REQUESTS} requests each; rounds {low:.0} to {high:.0} ns; bare service median {bare_ns:.0} ns)"
+        );
+    }
+}
+
 /// Not a timing: prints the histogram memory of one route.
 fn memory(_: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
@@ -284,7 +338,7 @@ fn memory(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, overhead, memory);
+criterion_group!(benches, overhead, interleaved, memory);
 
 fn main() {
     if counting_loop() {
