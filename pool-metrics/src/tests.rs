@@ -11,7 +11,7 @@ use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
-use crate::PoolMetrics;
+use crate::{InstrumentedPool, PoolMetrics, PoolRecorder};
 
 #[derive(Debug, Default)]
 struct Numbers {
@@ -157,11 +157,9 @@ async fn name_schemes_can_be_switched_off() {
     assert_eq!(value(&m, "db_client_connection_max", &[("pool", "p")]), Some(2.0));
 }
 
-#[tokio::test]
-async fn failures_are_counted_by_reason() {
-    let metrics = PoolMetrics::new();
-    let registry = setup(&metrics);
-    let recorder = metrics.pool("numbers");
+/// A one-connection pool that fails a checkout at once when it is taken,
+/// instrumented by `recorder` (creation times included).
+fn one_connection_no_wait(recorder: &PoolRecorder) -> InstrumentedPool<Numbers> {
     let pool = Pool::<Numbers>::builder(Numbers::default())
         .max_size(1)
         .wait_timeout(Some(Duration::ZERO))
@@ -169,7 +167,15 @@ async fn failures_are_counted_by_reason() {
         .post_create(recorder.post_create_hook())
         .build()
         .unwrap();
-    let pool = recorder.instrument_pool(pool);
+    recorder.instrument_pool(pool)
+}
+
+#[tokio::test]
+async fn failures_are_counted_by_reason() {
+    let metrics = PoolMetrics::new();
+    let registry = setup(&metrics);
+    let recorder = metrics.pool("numbers");
+    let pool = one_connection_no_wait(&recorder);
 
     let held = pool.get().await.unwrap();
     assert!(matches!(pool.get().await, Err(PoolError::Timeout(TimeoutType::Wait))));
@@ -366,14 +372,7 @@ fn rendered_and_label_by_label(metrics: &PoolMetrics) -> [(String, String); 2] {
 async fn rendered_label_sets_are_byte_for_byte_what_label_by_label_encoding_writes() {
     let metrics = PoolMetrics::new();
     let recorder = metrics.pool("primary");
-    let primary = Pool::<Numbers>::builder(Numbers::default())
-        .max_size(1)
-        .wait_timeout(Some(Duration::ZERO))
-        .runtime(Runtime::Tokio1)
-        .post_create(recorder.post_create_hook())
-        .build()
-        .unwrap();
-    let primary = recorder.instrument_pool(primary);
+    let primary = one_connection_no_wait(&recorder);
     let odd = metrics.instrument_pool(
         "we\"ird\\na\nme é",
         Pool::<Numbers>::builder(Numbers::default()).max_size(3).build().unwrap(),

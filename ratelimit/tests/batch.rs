@@ -12,6 +12,9 @@ use brisk_ratelimit::store::{RedisStore, RedisStoreBuilder};
 use brisk_ratelimit::{Algorithm, Decision, Error, ErrorKind, OnStoreError, Policy, Quota, RateLimiter, Source};
 use brisk_testkit::require;
 
+mod common;
+use common::evalsha_calls;
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
 }
@@ -31,15 +34,6 @@ fn build(prefix: &str, store: RedisStore, policies: &[Policy]) -> RateLimiter {
         b = b.policy(p.clone());
     }
     b.build().unwrap()
-}
-
-async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
-    info.lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split(['=', ',']).nth(1))
-        .map(|n| n.parse().unwrap())
-        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -314,11 +308,10 @@ async fn on_redis_cluster_batches_keep_to_one_slot() {
     all_or_nothing_on_many_keys(store).await;
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_failed_batch_applies_each_decisions_failure_mode() {
-    let mut redis = require!(brisk_testkit::redis().await);
-    let store = one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap();
-    let prefix = brisk_testkit::unique_name("rl:batchfail:");
+/// Three limiters on `store`, one per failure mode (open, closed, local),
+/// each having decided once through Redis.
+async fn three_failure_modes(store: &RedisStore, prefix: &str) -> [RateLimiter; 3] {
+    let prefix = brisk_testkit::unique_name(prefix);
     let limiter = |name: &str, mode: OnStoreError| {
         RateLimiter::builder(format!("{prefix}{name}:"))
             .policy(Policy::new(name, Quota::per_hour(nz(10))).on_store_error(mode))
@@ -327,20 +320,22 @@ async fn a_failed_batch_applies_each_decisions_failure_mode() {
             .build()
             .unwrap()
     };
-    let (open, closed, local) = (
+    let limiters = [
         limiter("open", OnStoreError::FailOpen),
         limiter("closed", OnStoreError::FailClosed),
         limiter("local", OnStoreError::Local),
-    );
-    for l in [&open, &closed, &local] {
+    ];
+    for l in &limiters {
         assert_eq!(l.check("k").await.unwrap().source(), Source::Store);
     }
-    redis.kill().unwrap();
-    // The first call fails alone; the other eight wait behind it and fail in one batch.
-    let started = Instant::now();
+    limiters
+}
+
+/// Nine concurrent checks, three per limiter, in turn.
+async fn nine_checks(limiters: [&RateLimiter; 3]) -> Vec<Result<Decision, Error>> {
     let tasks: Vec<_> = (0..9)
         .map(|i| {
-            let l = [&open, &closed, &local][i % 3].clone();
+            let l = limiters[i % 3].clone();
             tokio::spawn(async move { l.check("k").await })
         })
         .collect();
@@ -348,7 +343,11 @@ async fn a_failed_batch_applies_each_decisions_failure_mode() {
     for t in tasks {
         results.push(t.await.unwrap());
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "failed, not timed out: {:?}", started.elapsed());
+    results
+}
+
+/// Each of [`nine_checks`]' results answered by its limiter's failure mode.
+fn assert_each_failure_mode(results: &[Result<Decision, Error>]) {
     for (i, result) in results.iter().enumerate() {
         match i % 3 {
             0 => assert_eq!(result.as_ref().unwrap().source(), Source::FailOpen),
@@ -359,50 +358,33 @@ async fn a_failed_batch_applies_each_decisions_failure_mode() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_failed_batch_applies_each_decisions_failure_mode() {
+    let mut redis = require!(brisk_testkit::redis().await);
+    let store = one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap();
+    let [open, closed, local] = three_failure_modes(&store, "rl:batchfail:").await;
+    redis.kill().unwrap();
+    // The first call fails alone; the other eight wait behind it and fail in one batch.
+    let started = Instant::now();
+    let results = nine_checks([&open, &closed, &local]).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "failed, not timed out: {:?}", started.elapsed());
+    assert_each_failure_mode(&results);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn decisions_waiting_on_a_hung_redis_time_out_into_their_failure_modes() {
     let mut redis = require!(brisk_testkit::redis().await);
     let store = one_call_in_flight(Duration::from_millis(300)).connect(redis.client()).await.unwrap();
-    let prefix = brisk_testkit::unique_name("rl:batchhung:");
-    let limiter = |name: &str, mode: OnStoreError| {
-        RateLimiter::builder(format!("{prefix}{name}:"))
-            .policy(Policy::new(name, Quota::per_hour(nz(10))).on_store_error(mode))
-            .store(store.clone())
-            .build()
-            .unwrap()
-    };
-    let (open, closed, local) = (
-        limiter("open", OnStoreError::FailOpen),
-        limiter("closed", OnStoreError::FailClosed),
-        limiter("local", OnStoreError::Local),
-    );
-    for l in [&open, &closed, &local] {
-        assert_eq!(l.check("k").await.unwrap().source(), Source::Store);
-    }
+    let [open, closed, local] = three_failure_modes(&store, "rl:batchhung:").await;
     redis.freeze().unwrap();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..9)
-        .map(|i| {
-            let l = [&open, &closed, &local][i % 3].clone();
-            tokio::spawn(async move { l.check("k").await })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
+    let results = nine_checks([&open, &closed, &local]).await;
     let waited = started.elapsed();
     redis.thaw().unwrap();
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
         "bounded by the timeout: {waited:?}"
     );
-    for (i, result) in results.iter().enumerate() {
-        match i % 3 {
-            0 => assert_eq!(result.as_ref().unwrap().source(), Source::FailOpen),
-            1 => assert_eq!(result.as_ref().unwrap_err().kind(), ErrorKind::Unavailable),
-            _ => assert_eq!(result.as_ref().unwrap().source(), Source::Local),
-        }
-    }
+    assert_each_failure_mode(&results);
     // Redis back: the store answers again (the breaker probes after its cooldown).
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(1100)).await;

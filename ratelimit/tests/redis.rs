@@ -10,6 +10,9 @@ use brisk_ratelimit::store::RedisStore;
 use brisk_ratelimit::{Algorithm, Policy, Quota, RateLimiter, Source};
 use brisk_testkit::require;
 
+mod common;
+use common::evalsha_calls;
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
 }
@@ -35,15 +38,6 @@ fn build(prefix: &str, store: Option<RedisStore>, policies: Vec<Policy>) -> Rate
         b = b.store(s);
     }
     b.build().unwrap()
-}
-
-async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
-    info.lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split(['=', ',']).nth(1))
-        .map(|n| n.parse().unwrap())
-        .unwrap_or(0)
 }
 
 /// Calls per command, from INFO commandstats (commands run inside scripts included).
