@@ -45,10 +45,12 @@ impl<V, E> BatchAnswers<V, E> {
     /// Stores the answers (the first time only) and hands back the wakers of
     /// the callers waiting.
     fn publish(&self, answers: Vec<Option<Answer<V, E>>>) -> Vec<Waker> {
-        let mut inner = self.lock();
+        // Only the batch's one answerer publishes (answering consumes it, and
+        // its drop publishes again), so no other thread sets `answered`.
         if self.is_answered() {
             return Vec::new();
         }
+        let mut inner = self.lock();
         inner.answers = answers;
         self.answered.store(true, Ordering::Release);
         std::mem::take(&mut inner.wakers)
@@ -127,9 +129,9 @@ pub(crate) struct AnswerSlot<V, E> {
 const NO_WAKER: usize = usize::MAX;
 
 /// What a slot holds, seen from the loader's state.
-pub(crate) enum Settled<V, P = ()> {
+pub(crate) enum Settled<V> {
     /// The batch has not answered.
-    Pending(P),
+    Pending,
     /// The batch answered this value.
     Value(V),
     /// The batch answered an error or not-found, or was abandoned.
@@ -165,17 +167,12 @@ impl<V, E> AnswerSlot<V, E> {
         V: Clone,
     {
         if !self.is_answered() {
-            return Settled::Pending(());
+            return Settled::Pending;
         }
         match self.answers.lock().answers.get(self.index) {
             Some(Some(Ok(value))) => Settled::Value(value.clone()),
             _ => Settled::Failed,
         }
-    }
-
-    /// Whether the slot's batch answered it a value.
-    pub(crate) fn holds_value(&self) -> bool {
-        self.is_answered() && matches!(self.answers.lock().answers.get(self.index), Some(Some(Ok(_))))
     }
 
     /// The slot's answer, or `Pending` with the caller's waker registered.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::answers::Settled;
 use crate::batch::{BatchFn, Erased, ErasedBatchFn};
 use crate::cache::ValueCache;
 use crate::error::LoadError;
@@ -185,12 +186,14 @@ where
                 slot.insert(Slot::Cached(value));
                 true
             }
-            // A key whose batch answered an error or not-found holds no value.
-            hash_map::Entry::Occupied(mut slot) if slot.get().is_settled() && !slot.get().holds_value() => {
-                slot.insert(Slot::Cached(value));
-                true
-            }
-            hash_map::Entry::Occupied(_) => false,
+            hash_map::Entry::Occupied(mut slot) => match slot.get() {
+                // A key whose batch answered an error or not-found holds no value.
+                Slot::Waiting(entry) if matches!(entry.slot.settled(), Settled::Failed) => {
+                    slot.insert(Slot::Cached(value));
+                    true
+                }
+                _ => false,
+            },
         }
     }
 

@@ -200,7 +200,7 @@ impl<K: Eq + Hash + Clone, V, E> Slots<K, V, E> {
 
 /// What the loader holds for a key.
 pub(crate) enum Slot<V, E> {
-    /// A memoized value (primed).
+    /// A memoized value: primed, or read once from its batch's answers.
     Cached(V),
     /// The key's batch: callers waiting for it, or — once it has answered,
     /// when memoizing — its answer, which later loads read in place (a value
@@ -214,30 +214,6 @@ impl<V, E> Slot<V, E> {
         match self {
             Slot::Waiting(entry) if !entry.slot.is_answered() => Some(entry),
             _ => None,
-        }
-    }
-
-    /// What a load finds in this slot's batch (a `Waiting` slot's).
-    fn settled(&mut self) -> Settled<V, &mut Entry<V, E>>
-    where
-        V: Clone,
-    {
-        match self {
-            Slot::Cached(value) => Settled::Value(value.clone()),
-            Slot::Waiting(entry) => match entry.slot.settled() {
-                Settled::Pending(()) => Settled::Pending(entry),
-                Settled::Value(value) => Settled::Value(value),
-                Settled::Failed => Settled::Failed,
-            },
-        }
-    }
-
-    /// Whether a load would be answered from this slot without a batch: a
-    /// primed value, or a value its batch answered.
-    pub(crate) fn holds_value(&self) -> bool {
-        match self {
-            Slot::Cached(_) => true,
-            Slot::Waiting(entry) => entry.slot.holds_value(),
         }
     }
 
@@ -261,6 +237,16 @@ pub(crate) struct Entry<V, E> {
     pub(crate) callers: usize,
     /// The key's slot in its batch's answers, shared by every caller.
     pub(crate) slot: AnswerSlot<V, E>,
+}
+
+impl<V, E> Entry<V, E> {
+    /// A key's first caller, with a new slot in the collecting batch: the
+    /// key's entry and the caller's slot.
+    fn first(seq: u64, collecting: &mut Option<Answerer<V, E>>) -> (Self, AnswerSlot<V, E>) {
+        let slot = collecting.get_or_insert_with(Answerer::new).add_slot();
+        let caller = slot.share();
+        (Entry { seq, callers: 1, slot }, caller)
+    }
 }
 
 /// Pending keys taken for one batch, with the answers their callers wait on.
@@ -410,42 +396,43 @@ where
                 }
                 let seq;
                 let slot = match st.slots.entry(key.clone()) {
-                    hash_map::Entry::Occupied(slot) => match slot.into_mut() {
-                        Slot::Cached(value) => {
-                            st.counts.hits += 1;
-                            tickets(Ticket::Ready(Ok(value.clone())));
-                            continue;
-                        }
-                        slot @ Slot::Waiting(_) => match slot.settled() {
-                            Settled::Pending(entry) => {
-                                entry.callers += 1;
-                                seq = entry.seq;
-                                entry.slot.share()
-                            }
-                            Settled::Value(value) => {
-                                // Kept as a plain value from now on: later
-                                // hits take no lock, and the batch's answers
-                                // go once all its keys are read.
-                                *slot = Slot::Cached(value.clone());
+                    hash_map::Entry::Occupied(slot) => {
+                        let slot = slot.into_mut();
+                        match slot {
+                            Slot::Cached(value) => {
                                 st.counts.hits += 1;
-                                tickets(Ticket::Ready(Ok(value)));
+                                tickets(Ticket::Ready(Ok(value.clone())));
                                 continue;
                             }
-                            // An error or not-found is not cached: ask again.
-                            Settled::Failed => {
-                                seq = st.next_seq;
-                                let answer = st.collecting.get_or_insert_with(Answerer::new).add_slot();
-                                let caller = answer.share();
-                                *slot = Slot::Waiting(Entry { seq, callers: 1, slot: answer });
-                                caller
-                            }
-                        },
-                    },
+                            Slot::Waiting(entry) => match entry.slot.settled() {
+                                Settled::Pending => {
+                                    entry.callers += 1;
+                                    seq = entry.seq;
+                                    entry.slot.share()
+                                }
+                                Settled::Value(value) => {
+                                    // Kept as a plain value from now on: later
+                                    // hits take no lock, and the batch's answers
+                                    // go once all its keys are read.
+                                    *slot = Slot::Cached(value.clone());
+                                    st.counts.hits += 1;
+                                    tickets(Ticket::Ready(Ok(value)));
+                                    continue;
+                                }
+                                // An error or not-found is not cached: ask again.
+                                Settled::Failed => {
+                                    seq = st.next_seq;
+                                    let (first, caller) = Entry::first(seq, &mut st.collecting);
+                                    *entry = first;
+                                    caller
+                                }
+                            },
+                        }
+                    }
                     hash_map::Entry::Vacant(vacant) => {
                         seq = st.next_seq;
-                        let slot = st.collecting.get_or_insert_with(Answerer::new).add_slot();
-                        let caller = slot.share();
-                        vacant.insert(Slot::Waiting(Entry { seq, callers: 1, slot }));
+                        let (first, caller) = Entry::first(seq, &mut st.collecting);
+                        vacant.insert(Slot::Waiting(first));
                         caller
                     }
                 };
