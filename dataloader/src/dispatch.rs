@@ -114,9 +114,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for BatchGuard<K, V, E> {
         if let Some(keys) = self.keys.take() {
             let mut st = self.shared.lock();
             for key in keys.iter() {
-                if let Some(Slot::Waiting(_)) = st.slots.get(key) {
-                    st.slots.remove(key);
-                }
+                st.slots.remove_if(key, |slot| matches!(slot, Slot::Waiting(_)));
             }
         }
     }
@@ -156,13 +154,14 @@ where
             let mut live_slots = Vec::with_capacity(all.len());
             let mut cancelled = 0;
             for (i, key) in all.iter().enumerate() {
-                match st.slots.get_mut(key).and_then(Slot::waiting).map(|entry| entry.callers) {
+                let key = st.slots.hashed(key.clone());
+                match st.slots.get_mut(&key).and_then(Slot::waiting).map(|entry| entry.callers) {
                     Some(0) => {
-                        st.slots.remove(key);
+                        st.slots.remove(&key);
                         cancelled += 1;
                     }
                     Some(_) => {
-                        live.push(key.clone());
+                        live.push(key.key);
                         live_slots.push(slots.as_ref().and_then(|slots| slots.get(i).copied()).unwrap_or(i));
                     }
                     None => cancelled += 1,
@@ -296,11 +295,7 @@ fn deliver<K, V, E>(
         let cache_fresh = st.epoch == epoch;
         if !(st.memoize && cache_fresh) {
             for key in keys {
-                if let Some(Slot::Waiting(entry)) = st.slots.get(key)
-                    && answerer.owns(&entry.slot)
-                {
-                    st.slots.remove(key);
-                }
+                st.slots.remove_if(key, |slot| matches!(slot, Slot::Waiting(entry) if answerer.owns(&entry.slot)));
             }
         }
         // Under the lock, so that the state never shows an entry whose batch

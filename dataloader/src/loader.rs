@@ -202,9 +202,7 @@ where
     pub fn clear(&self, key: &K) {
         let mut st = self.shared.lock();
         st.epoch += 1;
-        if st.slots.get(key).is_some_and(Slot::is_settled) {
-            st.slots.remove(key);
-        }
+        st.slots.remove_if(key, Slot::is_settled);
         drop(st);
         if let Some(shared) = &self.shared.shared_cache {
             shared.remove(key);

@@ -111,8 +111,9 @@ impl Counts {
     }
 }
 
-/// The loader's keys, each hashed once per load: the map stores the hash
-/// next to the key, so growing the map re-hashes nothing. The hash is std's
+/// The loader's keys, each hashed once per load (or removal): the map stores
+/// the hash next to the key, so growing the map re-hashes nothing, and a
+/// look-up followed by a removal hashes the key once. The hash is std's
 /// (SipHash with per-loader random keys, for keys that come from requests).
 pub(crate) struct Slots<K, V, E> {
     hasher: RandomState,
@@ -122,7 +123,7 @@ pub(crate) struct Slots<K, V, E> {
 /// A key and its hash.
 pub(crate) struct Hashed<K> {
     hash: u64,
-    key: K,
+    pub(crate) key: K,
 }
 
 impl<K: Eq> PartialEq for Hashed<K> {
@@ -169,7 +170,8 @@ impl<K: Eq + Hash + Clone, V, E> Slots<K, V, E> {
         Slots { hasher: RandomState::new(), map: HashMap::default() }
     }
 
-    fn hashed(&self, key: K) -> Hashed<K> {
+    /// `key` with its hash, for the look-ups below.
+    pub(crate) fn hashed(&self, key: K) -> Hashed<K> {
         Hashed { hash: self.hasher.hash_one(&key), key }
     }
 
@@ -179,18 +181,24 @@ impl<K: Eq + Hash + Clone, V, E> Slots<K, V, E> {
         self.map.entry(key)
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&Slot<V, E>> {
-        self.map.get(&self.hashed(key.clone()))
+    pub(crate) fn get(&self, key: &Hashed<K>) -> Option<&Slot<V, E>> {
+        self.map.get(key)
     }
 
-    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut Slot<V, E>> {
-        let key = self.hashed(key.clone());
-        self.map.get_mut(&key)
+    pub(crate) fn get_mut(&mut self, key: &Hashed<K>) -> Option<&mut Slot<V, E>> {
+        self.map.get_mut(key)
     }
 
-    pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V, E>> {
+    pub(crate) fn remove(&mut self, key: &Hashed<K>) -> Option<Slot<V, E>> {
+        self.map.remove(key)
+    }
+
+    /// Removes the slot of `key` if `remove` says so.
+    pub(crate) fn remove_if(&mut self, key: &K, remove: impl FnOnce(&Slot<V, E>) -> bool) {
         let key = self.hashed(key.clone());
-        self.map.remove(&key)
+        if self.map.get(&key).is_some_and(remove) {
+            self.map.remove(&key);
+        }
     }
 
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut Slot<V, E>) -> bool) {
@@ -317,11 +325,12 @@ where
         } else {
             let mut slots = Vec::with_capacity(self.pending);
             for (seq, key) in self.order.drain(..) {
+                let key = self.slots.hashed(key);
                 if let Some(Slot::Waiting(entry)) = self.slots.get(&key)
                     && entry.seq == seq
                 {
                     slots.push(entry.slot.index());
-                    keys.push(key);
+                    keys.push(key.key);
                 }
             }
             Some(slots)
@@ -559,6 +568,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for Waiter<'_, K, V, E> {
         let Some(key) = self.key.take() else { return };
         let mut st = self.shared.lock();
         let dispatched = st.dispatched;
+        let key = st.slots.hashed(key);
         let Some(entry) = st.slots.get_mut(&key).and_then(Slot::waiting) else { return };
         if !entry.slot.is(&self.slot) {
             // The key was answered (or abandoned) and asked for again since.
@@ -604,10 +614,10 @@ mod tests {
         }
         assert_eq!(slots.len(), 1000);
         for i in (0..1000u32).step_by(2) {
-            assert!(slots.remove(&i.to_string()).is_some());
+            assert!(slots.remove(&slots.hashed(i.to_string())).is_some());
         }
         for i in 0..1000u32 {
-            let found = slots.get(&i.to_string()).map(|slot| matches!(slot, Slot::Cached(v) if *v == i));
+            let found = slots.get(&slots.hashed(i.to_string())).map(|slot| matches!(slot, Slot::Cached(v) if *v == i));
             assert_eq!(found, (i % 2 == 1).then_some(true), "key {i}");
         }
         slots.retain(|slot| matches!(slot, Slot::Cached(v) if *v < 500));
