@@ -5,6 +5,7 @@
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Context;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -117,6 +118,32 @@ impl<K: Eq + Hash + Clone, V, E> Drop for BatchGuard<K, V, E> {
                 st.slots.remove_if(key, |slot| matches!(slot, Slot::Waiting(_)));
             }
         }
+    }
+}
+
+/// Starts a batch dispatched because it is full. With `cx`, the context of
+/// the task whose load filled it, the batch is first polled right there (no
+/// lock held): a batch function that answers without waiting (from memory, a
+/// cache) answers before that task's next loads, which then find its values
+/// instead of waiting for them. A batch that waits goes on on its own task.
+pub(crate) fn start_full<K, V, E>(
+    shared: &Arc<Shared<K, V, E>>,
+    batch: Dispatch<K, V, E>,
+    leaves_at_dispatch: u64,
+    cx: Option<&mut Context<'_>>,
+) where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    let run = run_batch(Arc::clone(shared), batch, leaves_at_dispatch);
+    let Some(cx) = cx else {
+        tokio::spawn(run);
+        return;
+    };
+    let mut run = Box::pin(run);
+    if run.as_mut().poll(cx).is_pending() {
+        tokio::spawn(run);
     }
 }
 

@@ -372,17 +372,13 @@ where
     /// Returns a [`Lead`] when these keys started a new collecting batch under
     /// tick scheduling: the caller must yield once, then drop it.
     ///
-    /// A batch these keys fill starts at once. With `cx` (the registering
-    /// task's context) it is first polled right here, after the lock is
-    /// released: a batch function that answers without waiting (from memory,
-    /// a cache) answers before the task's next loads, which then find its
-    /// values instead of waiting for them. One that waits moves on to its own
-    /// task.
+    /// A batch these keys fill starts at once, after the lock is released
+    /// (see [`start_full`](crate::dispatch::start_full) for `cx`).
     #[must_use = "the caller yields once, then drops the lead"]
     pub(crate) fn register<'a>(
         self: &'a Arc<Self>,
         keys: impl IntoIterator<Item = K>,
-        cx: Option<&mut Context<'_>>,
+        mut cx: Option<&mut Context<'_>>,
         mut tickets: impl FnMut(Ticket<'a, K, V, E>),
     ) -> Option<Lead<'a, K, V, E>> {
         let mut lead = None;
@@ -477,22 +473,8 @@ where
                 st.counts.flush(&self.stats);
             }
         }
-        if let Some(full) = full {
-            let mut cx = cx;
-            for (batch, leaves) in full {
-                let run = crate::dispatch::run_batch(Arc::clone(self), batch, leaves);
-                match cx.as_deref_mut() {
-                    Some(cx) => {
-                        let mut run = Box::pin(run);
-                        if run.as_mut().poll(cx).is_pending() {
-                            tokio::spawn(run);
-                        }
-                    }
-                    None => {
-                        tokio::spawn(run);
-                    }
-                }
-            }
+        for (batch, leaves) in full.into_iter().flatten() {
+            crate::dispatch::start_full(self, batch, leaves, cx.as_deref_mut());
         }
         if start_dispatcher {
             tokio::spawn(crate::dispatch::dispatch_pending(Arc::clone(self)));
