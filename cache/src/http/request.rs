@@ -81,27 +81,29 @@ impl<'a> CacheRequest<'a> {
 /// `name=value` pairs sorted (duplicates kept, empty pairs dropped), so
 /// `?b=2&a=1` and `?a=1&b=2` share an entry while `?a=1&a=1` and `?a=1` do
 /// not. `HEAD` is keyed as `GET` (it is answered from the `GET` entry).
+/// The layer builds it as [`get_key`] of [`with_target`]; written out here
+/// for the tests to check that against.
 #[cfg(test)]
 pub(crate) fn default_key(prefix: &str, req: &CacheRequest<'_>) -> String {
-    let mut key = String::new();
-    default_key_into(prefix, req, &mut key);
+    let method = if req.method() == Method::HEAD { GET } else { req.method().as_str() };
+    let mut key = format!("{prefix}:{method}");
+    push_target(&mut key, req.path(), req.query().unwrap_or(""));
     key
 }
 
-/// [`default_key`], appended to `key`.
-pub(crate) fn default_key_into(prefix: &str, req: &CacheRequest<'_>, key: &mut String) {
-    let method = if req.method() == Method::HEAD { "GET" } else { req.method().as_str() };
-    let path = req.path();
-    let query = req.query().unwrap_or("");
-    key.reserve(prefix.len() + 1 + method.len() + path.len() + 1 + query.len());
+/// The default key's method, as a `GET` (and a `HEAD`) has it.
+const GET: &str = "GET";
+
+/// The default key of a `GET` (or `HEAD`) whose target (see
+/// [`with_target`]) is `target`: `{prefix}:GET{target}`.
+pub(crate) fn get_key(prefix: &str, target: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + 1 + GET.len() + target.len());
     key.push_str(prefix);
     key.push(':');
-    key.push_str(method);
-    push_target(key, path, query);
+    key.push_str(GET);
+    key.push_str(target);
+    key
 }
-
-/// The default key's method, as a `GET` (and a `HEAD`) has it.
-pub(crate) const GET: &str = "GET";
 
 thread_local! {
     /// A buffer for the targets that are not the URI's own, kept between a
@@ -135,7 +137,8 @@ pub(crate) fn with_target<R>(uri: &Uri, f: impl FnOnce(&str) -> R) -> R {
 }
 
 /// Where the target (see [`with_target`]) starts in `key` when `key` is a
-/// default key (under `prefix`) of a `GET`; `None` for any other key.
+/// default key (under `prefix`) of a `GET`, as [`get_key`] writes it; `None`
+/// for any other key.
 pub(crate) fn get_key_target_at(key: &str, prefix: &str) -> Option<usize> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(':')?.strip_prefix(GET)?;
     Some(key.len() - rest.len())
@@ -280,6 +283,7 @@ mod tests {
         let at = get_key_target_at(&key, "cache").unwrap();
         assert_eq!(&key[at..], target, "{uri}");
         assert_eq!(format!("cache:GET{target}"), key, "{uri}");
+        assert_eq!(get_key("cache", &target), key, "{uri}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::policy;
 use super::record::{self, Record};
-use super::request::{self, CacheRequest, default_key_into, vary_key};
+use super::request::{self, CacheRequest, vary_key};
 use super::stats::Counters;
 use crate::inner::L1Changes;
 use crate::{EntryOptions, Hit, LoadError, Loaded, Tier};
@@ -228,27 +228,25 @@ fn keyed<Q, B: Body>(cfg: &Config, req: &Request<Q>, screen: &Screen) -> Result<
         && !screen.revalidate
         && screen.principal.is_none()
         && (req.headers().is_empty() || !req.headers().contains_key(header::IF_NONE_MATCH));
-    let view = CacheRequest::new(req);
     let mut key = match &cfg.key_fn {
         Some(f) => {
-            let key = f(&view).ok_or(Bypass::Key)?;
+            let key = f(&CacheRequest::new(req)).ok_or(Bypass::Key)?;
             if front && let Some(response) = answer(cfg, |front| front.answer_key(cfg, &key, L1Changes::hash(&key))) {
                 return Ok(Keyed::Answer(response));
             }
             key
         }
-        None => {
-            if front
-                && let Some(response) =
-                    answer(cfg, |front| request::with_target(req.uri(), |t| front.answer_get(cfg, t)))
-            {
-                return Ok(Keyed::Answer(response));
+        // The target is normalised once, for the front and for the key.
+        None => match request::with_target(req.uri(), |target| {
+            if front && let Some(response) = answer(cfg, |front| front.answer_get(cfg, target)) {
+                return Keyed::Answer(response);
             }
             // Missed: the key is built, for the lookup that follows.
-            let mut key = String::new();
-            default_key_into(&cfg.key_prefix, &view, &mut key);
-            key
-        }
+            Keyed::Key(request::get_key(&cfg.key_prefix, target))
+        }) {
+            Keyed::Key(key) => key,
+            answered => return Ok(answered),
+        },
     };
     if let Some(p) = &screen.principal {
         key.push_str("#principal:");
@@ -322,15 +320,9 @@ impl<S, Q, B: Body, E> Slot<S, Q, B, E> {
         Some((service, request, headers))
     }
 
-    /// `f` of the request's headers, wherever they are now (in the request,
-    /// or kept by the loader that took it).
+    /// `f` of the request's headers, wherever they are now.
     fn with_headers<R>(&self, f: impl FnOnce(&HeaderMap) -> R) -> Option<R> {
-        let st = self.state.lock();
-        match (&st.request, &st.headers) {
-            (Some(request), _) => Some(f(request.headers())),
-            (None, Some(headers)) => Some(f(headers)),
-            (None, None) => None,
-        }
+        self.state.lock().request_headers().map(f)
     }
 
     fn finish(&self, outcome: Outcome<B, E>) {
@@ -346,6 +338,14 @@ impl<S, Q, B: Body, E> Slot<S, Q, B, E> {
             outcome: st.outcome.take(),
             ran: st.ran,
         }
+    }
+}
+
+impl<S, Q, B: Body, E> SlotState<S, Q, B, E> {
+    /// The request's headers: in the request, or kept by the loader that
+    /// took it.
+    fn request_headers(&self) -> Option<&HeaderMap> {
+        self.request.as_ref().map(Request::headers).or(self.headers.as_ref())
     }
 }
 
@@ -704,11 +704,12 @@ where
         // answered without taking the service and the request back from the
         // slot: an early refresh the read started in the background takes
         // them from there to reload the entry.
+        let mut rec = result.as_ref().ok().and_then(|hit| record::decode(hit.value()));
         if let Ok(hit) = &result
             && !matches!(hit.tier(), Tier::Loader)
             && !hit.is_stale()
-            && let Some(rec) = record::decode(hit.value())
-            && slot.with_headers(|headers| record::vary_matches(headers, &rec.vary)) == Some(true)
+            && let Some(rec) =
+                rec.take_if(|rec| slot.with_headers(|headers| record::vary_matches(headers, &rec.vary)) == Some(true))
         {
             let mark =
                 Mark { x_cache: XCache::Hit, age: hit.age().as_secs(), status: hit_status(cfg, hit), key: shown_key };
@@ -741,12 +742,7 @@ where
         {
             return Ok(pass_through(cfg, response?, fwd, reason, shown_key));
         }
-        let request_headers = match (&st.request, &st.headers) {
-            (Some(request), _) => request.headers(),
-            (None, Some(headers)) => headers,
-            (None, None) => unreachable!("the loader keeps the headers of the request it takes"),
-        };
-        let rec = record::decode(hit.value());
+        let request_headers = st.request_headers().expect("the loader keeps the headers of the request it takes");
         match rec {
             Some(rec) if record::vary_matches(request_headers, &rec.vary) => {
                 let (x_cache, status) = match (hit.tier(), hit.is_stale(), st.ran) {
