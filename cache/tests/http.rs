@@ -739,11 +739,23 @@ async fn repeated_hits_honour_every_invalidation() {
 async fn repeated_hits_still_refresh_early() {
     let clock = Arc::new(ManualClock::new(1_000_000_000));
     let cache = TieredCache::builder().jitter(0.0).early_refresh(0.25).clock(Arc::clone(&clock)).build().unwrap();
-    let (service, _layer, calls) = counting(&cache, |l| l);
+    // The inner service counts its calls in a channel the test can wait on.
+    let (called, mut calls) = tokio::sync::watch::channel(0usize);
+    let called = Arc::new(called);
+    let service = tower::ServiceBuilder::new().layer(CacheLayer::new(&cache).ttl(Duration::from_secs(60))).service_fn(
+        move |_req: Request<Body>| {
+            let mut n = 0;
+            called.send_modify(|c| {
+                *c += 1;
+                n = *c;
+            });
+            async move { Ok::<_, Infallible>(Response::new(Body::from(n.to_string()))) }
+        },
+    );
     for _ in 0..4 {
         call(&service, "/r").await;
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(*calls.borrow(), 1);
     assert_eq!(cache.stats().early_refreshes, 0);
     clock.advance(Duration::from_secs(50));
     let (r, body) = call(&service, "/r").await;
@@ -751,15 +763,17 @@ async fn repeated_hits_still_refresh_early() {
     assert_eq!(cache.stats().early_refreshes, 1);
     // The refresh runs in the background with the request's service and
     // request: the inner service is called once more and its response
-    // stored, so the next read is a hit on the new one.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while calls.load(Ordering::SeqCst) < 2 || cache.stats().loads < 2 {
-        assert!(std::time::Instant::now() < deadline, "the early refresh did not reload the entry");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // stored, so the next read is a hit on the new one. Without Redis
+    // nothing after the call waits, so the refresh's task has stored the
+    // response by the time this test runs again.
+    tokio::time::timeout(Duration::from_secs(5), calls.wait_for(|&n| n >= 2))
+        .await
+        .expect("the early refresh did not call the inner service")
+        .unwrap();
+    assert_eq!(cache.stats().loads, 2, "the early refresh did not reload the entry");
     let (r, body) = call(&service, "/r").await;
     assert_eq!((header(&r, "x-cache"), &body[..]), ("HIT", &b"2"[..]));
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(*calls.borrow(), 2);
 }
 
 /// Layers configured differently from one layer do not share the hits they
