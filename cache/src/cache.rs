@@ -233,13 +233,7 @@ impl<C: Codec> TieredCache<C> {
         let trust = inner.trusted()?;
         // Noted before the read: a change made after it moves the count.
         let changes = inner.l1_changes.count(hash);
-        let entry = inner.l1.get(key).await?;
-        let now = inner.now();
-        if now >= entry.env.fresh_until_ms()
-            || inner.gens.check(key, entry.env.stamps(), now) != crate::gens::Check::Valid
-        {
-            return None;
-        }
+        let (entry, now) = inner.l1_fresh_entry(key).await?;
         let refresh = inner.wants_early_refresh(&entry.env, now);
         Some(L1Read {
             hit: hit_from(&entry.env, crate::hit::Tier::L1, now, false),
@@ -540,8 +534,10 @@ impl<C: Codec> TieredCache<C> {
             // its joining the flights has filled L1 already: answer with that
             // value (and to any caller that joined this flight meanwhile)
             // rather than load a second time.
-            if let Some(env) = inner.l1_fresh_entry(key).await {
-                let hit = hit_from(&env, crate::hit::Tier::L1, inner.now(), false);
+            if inner.trusted().is_some()
+                && let Some((entry, now)) = inner.l1_fresh_entry(key).await
+            {
+                let hit = hit_from(&entry.env, crate::hit::Tier::L1, now, false);
                 inner.flights.finish(key, &flight);
                 flight.complete(Outcome::Value(hit.clone()));
                 return decode_hit(hit, decode);

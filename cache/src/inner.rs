@@ -302,13 +302,13 @@ impl Inner {
         Some(self.gens.check(key, stamps, now) == Check::Valid)
     }
 
-    /// The entry under `key` when L1 is trusted and holds it fresh and valid.
-    pub(crate) async fn l1_fresh_entry(&self, key: &str) -> Option<Arc<Envelope>> {
-        self.trusted()?;
+    /// The entry under `key` when L1 holds it fresh and valid (generations
+    /// and tombstones), with the time it was found so. Whether L1 may be
+    /// used at all ([`trusted`](Self::trusted)) is the caller's to check.
+    pub(crate) async fn l1_fresh_entry(&self, key: &str) -> Option<(Arc<Entry>, u64)> {
         let e = self.l1.get(key).await?;
         let now = self.now();
-        (now < e.env.fresh_until_ms() && self.gens.check(key, e.env.stamps(), now) == Check::Valid)
-            .then(|| Arc::clone(&e.env))
+        (now < e.env.fresh_until_ms() && self.gens.check(key, e.env.stamps(), now) == Check::Valid).then_some((e, now))
     }
 
     pub(crate) async fn lookup(&self, key: &str) -> Found {
