@@ -87,3 +87,9 @@ impl TimeSource {
         }
     }
 }
+
+/// The nanoseconds from `origin` to `at`: 0 if `at` is earlier, `u64::MAX`
+/// past some 584 years.
+pub(crate) fn nanos_since(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+}

@@ -239,8 +239,8 @@ impl Collector for RedCollector {
     }
 }
 
-/// The metric families; clones share them.
-#[derive(Debug, Clone)]
+/// The violation counters' family and the RED histograms' bucket edges.
+#[derive(Debug)]
 pub(crate) struct RedMetrics {
     violations: Family<ViolationLabels, Counter>,
     pub(crate) duration_buckets: Buckets,
@@ -283,7 +283,7 @@ impl RedMetrics {
             labels: labels.clone(),
             started: AtomicU64::new(0),
             violations: Mutex::new(Vec::new()),
-            families: self.clone(),
+            violation_family: self.violations.clone(),
         }
     }
 }
@@ -295,8 +295,10 @@ pub(crate) struct RouteMetrics {
     /// Requests started; those finished are counted in the route's statistics,
     /// and the difference is `http_server_active_requests`.
     started: AtomicU64,
+    /// This route's violation counters, by budget, looked up in
+    /// `violation_family` on a budget's first violation.
     violations: Mutex<Vec<(String, Counter)>>,
-    families: RedMetrics,
+    violation_family: Family<ViolationLabels, Counter>,
 }
 
 impl RouteMetrics {
@@ -317,7 +319,7 @@ impl RouteMetrics {
             route: self.labels.route.clone(),
             budget: budget.to_owned(),
         };
-        let counter = self.families.violations.get_or_create(&labels).clone();
+        let counter = self.violation_family.get_or_create(&labels).clone();
         counter.inc();
         violations.push((budget.to_owned(), counter));
     }

@@ -62,18 +62,10 @@ impl LazyScope {
     }
 }
 
-/// Runs `f` with `scope` current: [`record`] inside it counts in `scope`.
-/// Nested scopes (a [`RequestScope::run`] inside a request) take over until
-/// they return, as task-locals do.
-#[inline]
-pub(crate) fn enter<R>(scope: &mut LazyScope, f: impl FnOnce() -> R) -> R {
-    let _entered = Entered::new(scope);
-    f()
-}
-
 /// `scope` made current until this is dropped (also when the code run
-/// meanwhile panics); then the outer scope is current again. For code that
-/// should not move its values into a closure, as [`enter`] would.
+/// meanwhile panics): [`record`] meanwhile counts in `scope`; then the outer
+/// scope is current again. Nested scopes (a [`RequestScope::run`] inside a
+/// request) take over until they return, as task-locals do.
 #[derive(Debug)]
 pub(crate) struct Entered<'a> {
     scope: &'a mut LazyScope,
@@ -157,8 +149,10 @@ impl<F: Future> Future for ScopeRun<F> {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let inner = this.inner;
-        enter(this.slot, || inner.poll(cx)).map(|output| ScopeOutput { scope: this.scope.clone(), output })
+        let entered = Entered::new(this.slot);
+        let output = this.inner.poll(cx);
+        drop(entered);
+        output.map(|output| ScopeOutput { scope: this.scope.clone(), output })
     }
 }
 

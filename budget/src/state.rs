@@ -8,7 +8,7 @@ use http::Method;
 use parking_lot::{Mutex, RwLock};
 
 use crate::budget::{Budgets, Percentile, RouteBudget, RouteKey};
-use crate::clock::TimeSource;
+use crate::clock::{TimeSource, nanos_since};
 use crate::scope::RequestScope;
 use crate::window::Latencies;
 
@@ -94,10 +94,6 @@ impl Shared {
             routes: RwLock::new(HashMap::new()),
             route_count: Mutex::new(0),
         }
-    }
-
-    pub(crate) fn nanos_since_origin(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The state of `method` on `template`; past `max_routes` distinct routes,
@@ -325,7 +321,7 @@ pub(crate) struct Finished<'a> {
 
 impl RouteState {
     pub(crate) fn key(&self) -> Option<RouteKey> {
-        RouteKey::new(&Method::from_bytes(self.method.as_bytes()).ok()?, &self.template)
+        RouteKey::new(self.http_method.as_ref()?, &self.template)
     }
 
     /// The route's name in reports and logs: `GET /api/blueprints/{id}`.
@@ -382,7 +378,7 @@ impl RouteState {
     #[inline(never)]
     fn violated(&self, mut stats: parking_lot::MutexGuard<'_, RouteStats>, budget: &RouteBudget, done: &Finished<'_>) {
         let violations = broken(budget, done, self.config.cache_misses_break);
-        let now = u64::try_from(done.at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        let now = nanos_since(self.origin, done.at);
         let mut warn: Vec<(&str, &str, u64)> = Vec::new();
         for (budget, detail) in &violations {
             match stats.violations.iter_mut().find(|(b, _)| b == budget) {
@@ -460,7 +456,7 @@ impl Limits {
 }
 
 /// The budgets one request broke, as (budget, what happened).
-pub(crate) fn broken(budget: &RouteBudget, done: &Finished<'_>, cache_misses_break: bool) -> Vec<(String, String)> {
+fn broken(budget: &RouteBudget, done: &Finished<'_>, cache_misses_break: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in Percentile::ALL {
         if let Some(limit) = budget.latency_limit(p)

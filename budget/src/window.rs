@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::clock::nanos_since;
+
 /// Window slices keep two significant figures (1% precision): a slice holds a
 /// few seconds of traffic, and 2 figures keep each slice near 5 KB.
 const WINDOW_SIGFIG: u8 = 2;
@@ -91,8 +93,7 @@ impl Latencies {
     /// Returns whether `micros` is still to be recorded in the live slice.
     #[cold]
     fn enter_slice(&mut self, at: Instant, origin: Instant, micros: u64) -> bool {
-        let nanos = u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX);
-        let epoch = nanos / self.slice_nanos;
+        let epoch = nanos_since(origin, at) / self.slice_nanos;
         match self.live_epoch {
             Some(live) if epoch < live => {
                 let _ = self.run.record(micros);
@@ -120,7 +121,7 @@ impl Latencies {
     }
 
     /// Moves the live slice's latencies into the whole run and the window.
-    pub(crate) fn fold(&mut self) {
+    fn fold(&mut self) {
         let Some(epoch) = self.live_epoch else {
             return;
         };

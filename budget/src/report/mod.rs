@@ -28,6 +28,7 @@ use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Percentile, RouteBudget};
+use crate::clock::nanos_since;
 use crate::state::{RouteState, Shared};
 
 pub use regression::{Regression, RegressionPolicy, RegressionReport};
@@ -214,7 +215,7 @@ impl RouteReport {
             checks: Vec::new(),
         };
         if let Some(state) = state {
-            let now = shared.nanos_since_origin(shared.clock.now());
+            let now = nanos_since(shared.origin, shared.clock.now());
             let mut stats = state.stats.lock();
             report.count = stats.latency_us.run().len();
             report.warm_up_skipped = stats.warm_up_skipped;
