@@ -28,9 +28,11 @@ local op = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 
--- The common case first, before any helper below is defined (each would be a
--- new closure per call): one GCRA policy, consumed. The same arithmetic as
--- the general path further down (`read`, `evaluate`, `floor_div`, `store`).
+-- The common case first, before any helper below is defined: one GCRA
+-- policy, consumed, with the arithmetic of `gcra`, `read` and `store` inline.
+-- Each helper defined before it would be a new closure per call: calling
+-- `gcra` from here cost about 1,500 more instructions per call in Redis
+-- (callgrind), some 2% of the EVALSHA.
 if n == 1 and op == 0 and ARGV[3] == '1' then
   local t = tonumber(ARGV[4])
   local burst = tonumber(ARGV[5])
@@ -73,6 +75,23 @@ local function floor_div(a, b)
   if q * b > a then q = q - 1 end
   if (q + 1) * b <= a then q = q + 1 end
   return q
+end
+
+-- GCRA at `now` for cost c from the stored theoretical arrival time (nil:
+-- none): allowed, remaining, reset_after, retry_after, the time to store.
+local function gcra(tat, t, burst, c)
+  local base = math.max(tat or now, now)
+  local capacity = t * burst
+  local new_tat = base + t * c
+  local allowed, left, reset, retry, next_tat = 1, capacity - (new_tat - now), new_tat - now, -1, new_tat
+  if left < 0 then
+    allowed, left, reset, next_tat = 0, math.max(capacity - (base - now), 0), base - now, base
+    if c <= burst then retry = new_tat - capacity - now end
+  end
+  local remaining = math.floor(left / t)
+  if remaining * t > left then remaining = remaining - 1 end
+  if (remaining + 1) * t <= left then remaining = remaining + 1 end
+  return allowed, remaining, reset, retry, next_tat
 end
 
 -- In a batch, every key is read once up front (MGET) and written once at the
@@ -126,17 +145,8 @@ end
 -- Returns allowed, remaining, reset_after, retry_after, next state string, expires_at.
 local function evaluate(algo, a, b, state, c)
   if algo == 1 then
-    local t, burst = a, b
-    local tat = state or now
-    local base = math.max(tat, now)
-    local capacity = t * burst
-    local new_tat = base + t * c
-    if new_tat - now <= capacity then
-      return 1, floor_div(capacity - (new_tat - now), t), new_tat - now, -1, string.format('%d', new_tat), new_tat
-    end
-    local retry = -1
-    if c <= burst then retry = new_tat - capacity - now end
-    return 0, floor_div(math.max(capacity - (base - now), 0), t), base - now, retry, string.format('%d', base), base
+    local allowed, remaining, reset, retry, tat = gcra(state, a, b, c)
+    return allowed, remaining, reset, retry, string.format('%d', tat), tat
   end
   local limit, window = a, b
   local index = floor_div(now, window)
@@ -249,23 +259,12 @@ local function decide(k0, n, op, cost, params, p0, reply, at, first)
   end
 end
 
--- One GCRA policy consumed, in a batch: the arithmetic of the one-policy
--- path at the top, appended to `reply`.
+-- One GCRA policy consumed, in a batch: `decide` without its tables (and
+-- `read` and `store` inline: each call costs the batch instructions).
 local function consume_one(key, t, burst, c, reply)
-  local tat = now
-  local raw = current[key]
+  local raw, tat = current[key], nil
   if raw and #raw <= 16 and string.match(raw, '^%d+$') then tat = tonumber(raw) end
-  local base = math.max(tat, now)
-  local capacity = t * burst
-  local new_tat = base + t * c
-  local allowed, left, reset, retry = 1, capacity - (new_tat - now), new_tat - now, -1
-  if left < 0 then
-    allowed, left, reset = 0, math.max(capacity - (base - now), 0), base - now
-    if c <= burst then retry = new_tat - capacity - now end
-  end
-  local remaining = math.floor(left / t)
-  if remaining * t > left then remaining = remaining - 1 end
-  if (remaining + 1) * t <= left then remaining = remaining + 1 end
+  local allowed, remaining, reset, retry, new_tat = gcra(tat, t, burst, c)
   if allowed == 1 then
     local ttl_ms = ceil_div(reset, 1000)
     if ttl_ms > 0 then put(key, string.format('%d', new_tat), ttl_ms) else put(key, false) end
