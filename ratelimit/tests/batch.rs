@@ -308,14 +308,20 @@ async fn on_redis_cluster_batches_keep_to_one_slot() {
     all_or_nothing_on_many_keys(store).await;
 }
 
-/// Three limiters on `store`, one per failure mode (open, closed, local),
-/// each having decided once through Redis.
-async fn three_failure_modes(store: &RedisStore, prefix: &str) -> [RateLimiter; 3] {
+/// The circuit breaker of [`three_failure_modes`]' limiters probes the store
+/// once per this much of their clock.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// Three limiters on `store` and `clock`, one per failure mode (open, closed,
+/// local), each having decided once through Redis.
+async fn three_failure_modes(store: &RedisStore, prefix: &str, clock: &FakeClock) -> [RateLimiter; 3] {
     let prefix = brisk_testkit::unique_name(prefix);
     let limiter = |name: &str, mode: OnStoreError| {
         RateLimiter::builder(format!("{prefix}{name}:"))
             .policy(Policy::new(name, Quota::per_hour(nz(10))).on_store_error(mode))
             .store(store.clone())
+            .clock(clock.clone())
+            .circuit_breaker(nz(3), BREAKER_COOLDOWN)
             .instances(nz(2))
             .build()
             .unwrap()
@@ -361,7 +367,7 @@ fn assert_each_failure_mode(results: &[Result<Decision, Error>]) {
 async fn a_failed_batch_applies_each_decisions_failure_mode() {
     let mut redis = require!(brisk_testkit::redis().await);
     let store = one_call_in_flight(Duration::from_secs(5)).connect(redis.client()).await.unwrap();
-    let [open, closed, local] = three_failure_modes(&store, "rl:batchfail:").await;
+    let [open, closed, local] = three_failure_modes(&store, "rl:batchfail:", &FakeClock::new()).await;
     redis.kill().unwrap();
     // The first call fails alone; the other eight wait behind it and fail in one batch.
     let started = Instant::now();
@@ -374,7 +380,8 @@ async fn a_failed_batch_applies_each_decisions_failure_mode() {
 async fn decisions_waiting_on_a_hung_redis_time_out_into_their_failure_modes() {
     let mut redis = require!(brisk_testkit::redis().await);
     let store = one_call_in_flight(Duration::from_millis(300)).connect(redis.client()).await.unwrap();
-    let [open, closed, local] = three_failure_modes(&store, "rl:batchhung:").await;
+    let clock = FakeClock::new();
+    let [open, closed, local] = three_failure_modes(&store, "rl:batchhung:", &clock).await;
     redis.freeze().unwrap();
     let started = Instant::now();
     let results = nine_checks([&open, &closed, &local]).await;
@@ -385,9 +392,11 @@ async fn decisions_waiting_on_a_hung_redis_time_out_into_their_failure_modes() {
         "bounded by the timeout: {waited:?}"
     );
     assert_each_failure_mode(&results);
-    // Redis back: the store answers again (the breaker probes after its cooldown).
+    // Redis back: the store answers again, at the breaker's next probe (one
+    // per cooldown of the limiters' clock; each probe waits at most the
+    // store's timeout).
     for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        clock.advance(BREAKER_COOLDOWN);
         if open.check("k2").await.unwrap().source() == Source::Store {
             return;
         }
