@@ -278,15 +278,20 @@ mod tests {
         StoreRequest { key: StoreKey { prefix, key }, policies, params, cost: 1, op: Operation::Consume }
     }
 
+    /// A key prefix, one policy and its parameters, for [`request`].
+    fn one_policy() -> (Arc<str>, [Policy; 1], Vec<Params>) {
+        let policies = [Policy::new("p", Quota::per_hour(NonZeroU32::new(5).unwrap()))];
+        let params = policies.iter().map(Params::from_policy).collect();
+        ("rl:".into(), policies, params)
+    }
+
     fn limits(in_flight: usize, batch: usize) -> Limits {
         Limits { max_in_flight: NonZeroUsize::new(in_flight).unwrap(), max_batch: NonZeroUsize::new(batch).unwrap() }
     }
 
     #[test]
     fn decisions_queue_only_while_every_slot_is_busy_and_batches_are_bounded() {
-        let prefix: Arc<str> = "rl:".into();
-        let policies = [Policy::new("p", Quota::per_hour(NonZeroU32::new(5).unwrap()))];
-        let params: Vec<Params> = policies.iter().map(Params::from_policy).collect();
+        let (prefix, policies, params) = one_policy();
         let batcher = Batcher::new(limits(2, 3), false);
         let r = request(&prefix, "k", &policies, &params);
         assert!(matches!(batcher.enter(&r), Turn::Send));
@@ -310,9 +315,7 @@ mod tests {
 
     #[test]
     fn cluster_batches_hold_one_slot() {
-        let prefix: Arc<str> = "rl:".into();
-        let policies = [Policy::new("p", Quota::per_hour(NonZeroU32::new(5).unwrap()))];
-        let params: Vec<Params> = policies.iter().map(Params::from_policy).collect();
+        let (prefix, policies, params) = one_policy();
         let batcher = Batcher::new(limits(1, 8), true);
         assert!(matches!(batcher.enter(&request(&prefix, "a", &policies, &params)), Turn::Send));
         let keys = ["a", "b", "a", "c", "b", "a"];
