@@ -93,15 +93,14 @@ pub struct RedisStoreBuilder {
 const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).expect("2 is not zero");
 /// Decisions per batched call, by default.
 const MAX_BATCH: NonZeroUsize = NonZeroUsize::new(32).expect("32 is not zero");
+/// Batching's default limits.
+const DEFAULT_BATCHING: Limits = Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH };
 
 impl RedisStore {
     /// A builder with a 100 ms timeout per call and batching on (2 calls in
     /// flight, up to 32 decisions per call).
     pub fn builder() -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            timeout: Duration::from_millis(100),
-            batching: Some(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH }),
-        }
+        RedisStoreBuilder { timeout: Duration::from_millis(100), batching: Some(DEFAULT_BATCHING) }
     }
 
     /// The script's SHA-1, as `SCRIPT EXISTS` and `EVALSHA` see it.
@@ -121,8 +120,7 @@ impl RedisStoreBuilder {
     /// on). Off, every decision is its own call, with no bound on the calls
     /// in flight. See [`RedisStore`] for how batches form.
     pub fn batch_decisions(mut self, enabled: bool) -> Self {
-        self.batching =
-            enabled.then(|| self.batching.unwrap_or(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH }));
+        self.batching = enabled.then(|| self.limits());
         self
     }
 
@@ -144,7 +142,7 @@ impl RedisStoreBuilder {
     }
 
     fn limits(&self) -> Limits {
-        self.batching.unwrap_or(Limits { max_in_flight: MAX_IN_FLIGHT, max_batch: MAX_BATCH })
+        self.batching.unwrap_or(DEFAULT_BATCHING)
     }
 
     fn build(self, connection: Connection) -> RedisStore {
