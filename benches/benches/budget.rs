@@ -112,6 +112,23 @@ where
     black_box(response.into_body().collect().await.expect("infallible"));
 }
 
+/// `n` requests of the overhead group, one after the other.
+async fn requests<S, B>(svc: &mut S, template: Option<&RouteTemplate>, n: u64)
+where
+    S: Service<Request<Empty<&'static [u8]>>, Response = Response<B>, Error = Infallible>,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        one_request(svc, template).await;
+    }
+}
+
+/// The runtime every group runs its requests on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime")
+}
+
 /// A layer that wraps the response future and body and does nothing else:
 /// what any layer that times requests to the end of the body pays for the
 /// wrapping alone (the larger future and body moved through the runtime).
@@ -194,41 +211,31 @@ fn counting_loop() -> bool {
     let Ok(spec) = std::env::var("BUDGET_LOOP") else {
         return false;
     };
-    let (variant, requests) = spec.split_once(':').expect("BUDGET_LOOP=<variant>:<requests>");
-    let requests: u64 = requests.parse().expect("a number of requests");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let (variant, count) = spec.split_once(':').expect("BUDGET_LOOP=<variant>:<requests>");
+    let n: u64 = count.parse().expect("a number of requests");
     let template = RouteTemplate::new("/api/blueprints/{id}");
-    rt.block_on(async {
-        if variant == "bare" {
-            let mut svc = Hello { clock: None };
-            for _ in 0..requests {
-                one_request(&mut svc, Some(&template)).await;
+    runtime().block_on(async {
+        match variant {
+            "bare" => requests(&mut Hello { clock: None }, Some(&template), n).await,
+            "pass-through" => {
+                requests(&mut pass_through::PassThrough(Hello { clock: None }), Some(&template), n).await;
             }
-            return;
-        }
-        if variant == "pass-through" {
-            let mut svc = pass_through::PassThrough(Hello { clock: None });
-            for _ in 0..requests {
-                one_request(&mut svc, Some(&template)).await;
+            _ => {
+                let (_, _, matched, server_timing) = VARIANTS
+                    .iter()
+                    .copied()
+                    .find(|v| v.0 == variant)
+                    .expect("bare, pass-through, budgeted, fallback or server-timing");
+                let (mut svc, _registry) = layered(server_timing);
+                requests(&mut svc, matched.then_some(&template), n).await;
             }
-            return;
-        }
-        let (_, _, matched, server_timing) = VARIANTS
-            .iter()
-            .copied()
-            .find(|v| v.0 == variant)
-            .expect("bare, pass-through, budgeted, fallback or server-timing");
-        let (mut svc, _registry) = layered(server_timing);
-        let template = matched.then_some(&template);
-        for _ in 0..requests {
-            one_request(&mut svc, template).await;
         }
     });
     true
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let rt = runtime();
     let template = RouteTemplate::new("/api/blueprints/{id}");
     let mut group = c.benchmark_group("budget/overhead");
 
@@ -267,7 +274,7 @@ fn overhead(c: &mut Criterion) {
 fn interleaved(_: &mut Criterion) {
     const ROUNDS: usize = 40;
     const REQUESTS: u32 = 20_000;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let rt = runtime();
     let template = RouteTemplate::new("/api/blueprints/{id}");
     let (mut budgeted, _budgeted_registry) = layered(false);
     let (mut fallback, _fallback_registry) = layered(false);
@@ -281,12 +288,11 @@ fn interleaved(_: &mut Criterion) {
             for k in 0..3 {
                 let which = (round + k) % 3;
                 let start = std::time::Instant::now();
-                for _ in 0..REQUESTS {
-                    match which {
-                        0 => one_request(&mut bare, Some(&template)).await,
-                        1 => one_request(&mut budgeted, Some(&template)).await,
-                        _ => one_request(&mut fallback, None).await,
-                    }
+                let n = u64::from(REQUESTS);
+                match which {
+                    0 => requests(&mut bare, Some(&template), n).await,
+                    1 => requests(&mut budgeted, Some(&template), n).await,
+                    _ => requests(&mut fallback, None, n).await,
                 }
                 times[which] = start.elapsed().as_nanos() as f64 / f64::from(REQUESTS);
             }
@@ -311,7 +317,7 @@ fn interleaved(_: &mut Criterion) {
 
 /// Not a timing: prints the histogram memory of one route.
 fn memory(_: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let rt = runtime();
     let cases = [(1, 3), (60, 3), (3600, 3), (1, 2), (3600, 2)];
     for (max_secs, figures) in cases {
         let max = Duration::from_secs(max_secs);
