@@ -13,7 +13,7 @@ use brisk_ratelimit::{Algorithm, Decision, Error, ErrorKind, OnStoreError, Polic
 use brisk_testkit::require;
 
 mod common;
-use common::evalsha_calls;
+use common::{evalsha_calls, runtime_with_redis};
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -187,11 +187,7 @@ async fn limiters_sharing_a_store_share_its_batches() {
 #[test]
 fn random_batches_agree_with_memory() {
     use proptest::prelude::*;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let redis = match rt.block_on(brisk_testkit::redis()) {
-        Ok(redis) => redis,
-        Err(err) => return brisk_testkit::skip_or_fail(&err),
-    };
+    let Some((rt, redis)) = runtime_with_redis() else { return };
     let config = ProptestConfig { cases: 32, ..ProptestConfig::default() };
     proptest!(config, |(
         ops in proptest::collection::vec((0u8..3, 1u32..5, 0usize..2), 2..30),

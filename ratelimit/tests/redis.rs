@@ -11,7 +11,7 @@ use brisk_ratelimit::{Algorithm, Policy, Quota, RateLimiter, Source};
 use brisk_testkit::require;
 
 mod common;
-use common::evalsha_calls;
+use common::{evalsha_calls, runtime_with_redis};
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
@@ -198,11 +198,7 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
 #[test]
 fn lua_agrees_with_memory_on_random_sequences() {
     use proptest::prelude::*;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let redis = match rt.block_on(brisk_testkit::redis()) {
-        Ok(redis) => redis,
-        Err(err) => return brisk_testkit::skip_or_fail(&err),
-    };
+    let Some((rt, redis)) = runtime_with_redis() else { return };
     let config = ProptestConfig { cases: 48, ..ProptestConfig::default() };
     proptest!(config, |(
         ops in proptest::collection::vec((0u8..3, 1u32..6), 1..25),
