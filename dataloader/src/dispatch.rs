@@ -126,6 +126,7 @@ impl<K: Eq + Hash + Clone, V, E> Drop for BatchGuard<K, V, E> {
 /// lock held): a batch function that answers without waiting (from memory, a
 /// cache) answers before that task's next loads, which then find its values
 /// instead of waiting for them. A batch that waits goes on on its own task.
+#[inline]
 pub(crate) fn start_full<K, V, E>(
     shared: &Arc<Shared<K, V, E>>,
     batch: Dispatch<K, V, E>,

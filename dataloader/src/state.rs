@@ -473,8 +473,10 @@ where
                 st.counts.flush(&self.stats);
             }
         }
-        for (batch, leaves) in full.into_iter().flatten() {
-            crate::dispatch::start_full(self, batch, leaves, cx.as_deref_mut());
+        if let Some(full) = full {
+            for (batch, leaves) in full {
+                crate::dispatch::start_full(self, batch, leaves, cx.as_deref_mut());
+            }
         }
         if start_dispatcher {
             tokio::spawn(crate::dispatch::dispatch_pending(Arc::clone(self)));
