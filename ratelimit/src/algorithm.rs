@@ -174,6 +174,22 @@ pub(crate) fn gcra(t: u64, burst: u64, per_t: Divisor, tat: u64, now: u64, cost:
     }
 }
 
+/// A GCRA decision's outcome from whether it was admitted and its
+/// `reset_after` alone, the two values a uniform batch's script reply carries
+/// per decision: equal to `gcra(...).outcome` for every state and time.
+pub(crate) fn gcra_outcome(t: u64, burst: u64, per_t: Divisor, cost: u64, allowed: bool, reset_after: u64) -> Outcome {
+    let capacity = t.saturating_mul(burst);
+    Outcome {
+        allowed,
+        // Admitted: reset_after = new_tat − now; denied: base − now.
+        remaining: per_t.divide(capacity.saturating_sub(reset_after)),
+        reset_after,
+        // new_tat − capacity − now = (base − now) + cost·T − capacity.
+        retry_after: (!allowed && cost <= burst)
+            .then(|| reset_after.saturating_add(t.saturating_mul(cost)).saturating_sub(capacity)),
+    }
+}
+
 fn fixed_window(limit: u64, window: u64, state: Option<State>, now: u64, cost: u64) -> Evaluation {
     let index = now / window;
     let window_end = (index + 1) * window;
@@ -302,6 +318,22 @@ mod tests {
             if d > 0 {
                 proptest::prop_assert_eq!(Divisor::new(d).divide(small), small / d);
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn gcra_outcome_from_reset_matches_gcra(
+            t in 1u64..10_000_000,
+            burst in 1u64..100_000,
+            ahead in 0u64..(1 << 40),
+            behind: bool,
+            cost in 1u64..200_000,
+        ) {
+            let tat = if behind { NOW - ahead.min(NOW) } else { NOW + ahead };
+            let Params::Gcra { t, burst, per_t } = Params::gcra(t, burst) else { unreachable!() };
+            let o = gcra(t, burst, per_t, tat, NOW, cost).outcome;
+            proptest::prop_assert_eq!(gcra_outcome(t, burst, per_t, cost, o.allowed, o.reset_after), o);
         }
     }
 

@@ -224,6 +224,40 @@ fn random_batches_agree_with_memory() {
     });
 }
 
+/// Batches in the script's compact form (every decision one GCRA policy
+/// consumed at one cost, keys repeating) answer as the same requests one by
+/// one in memory, retry-after included.
+#[test]
+fn random_uniform_batches_agree_with_memory() {
+    use proptest::prelude::*;
+    let Some((rt, redis)) = runtime_with_redis() else { return };
+    let config = ProptestConfig { cases: 32, ..ProptestConfig::default() };
+    proptest!(config, |(
+        keys in proptest::collection::vec(0usize..3, 2..40),
+        cost in 1u32..4,
+        limit in 1u32..10,
+        burst in 1u32..10,
+    )| {
+        rt.block_on(async {
+            let prefix = brisk_testkit::unique_name("rl:uniformprop:");
+            let policies = vec![Policy::new("gcra", Quota::per_hour(nz(limit)).with_burst(nz(burst)))];
+            let store = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
+            let on_redis = build(&prefix, store, &policies);
+            let in_memory = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
+            let in_memory = policies.iter().fold(in_memory, |b, p| b.policy(p.clone())).build().unwrap();
+            let ops: Vec<(&str, Op)> = keys.iter().map(|&k| (["a", "b", "c"][k], Op::Check(cost))).collect();
+            let together = all_at_once(&on_redis, &ops).await;
+            for (&(key, op), batched) in ops.iter().zip(&together) {
+                let batched = batched.as_ref().unwrap();
+                let expected = run(&in_memory, key, op).await.unwrap();
+                prop_assert_eq!(seen(batched), seen(&expected), "{} {:?}", key, op);
+                prop_assert_eq!(batched.retry_after().is_some(), expected.retry_after().is_some(), "{}", key);
+            }
+            Ok(())
+        })?;
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_on_one_key_get_exactly_the_quota() {
     let redis = require!(brisk_testkit::redis().await);

@@ -120,8 +120,8 @@ async fn one_round_trip_per_decision_also_with_two_policies() {
         .map(|(k, v)| (k.as_str(), v - before.get(k).copied().unwrap_or(0)))
         .filter(|(_, d)| *d > 0)
         .collect();
-    // One EVALSHA per decision from the client; inside it TIME, and GET + SET per policy.
-    assert_eq!(delta, [("evalsha", 50), ("get", 100), ("set", 100), ("time", 50)].into_iter().collect());
+    // One EVALSHA per decision from the client; inside it TIME, and GET + PSETEX per policy.
+    assert_eq!(delta, [("evalsha", 50), ("get", 100), ("psetex", 100), ("time", 50)].into_iter().collect());
 }
 
 #[tokio::test]
@@ -179,7 +179,14 @@ async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
     assert_eq!(l.check("k").await.unwrap().remaining(), 1);
     // The script's one-policy path reads the state the same way.
     let alone = build(&prefix, Some(store(&redis).await), vec![Policy::new("g", Quota::per_hour(nz(3)))]);
-    for garbage in ["garbage", "inf", "nan", "1e300", "-5", "99999999999999999999", "1 2", ""] {
+    // Text, and 8-byte values that are not a GCRA time (an integer number of
+    // microseconds below 2^52 as a little-endian double): NaN, infinity, negative,
+    // fractional, too large, and eight ASCII digits.
+    let text =
+        ["garbage", "inf", "nan", "1e300", "-5", "99999999999999999999", "1 2", ""].map(|g| g.as_bytes().to_vec());
+    let binary = [f64::NAN, f64::INFINITY, -5.0, 0.5, 2f64.powi(53), 1e300].map(|v| v.to_le_bytes().to_vec());
+    for garbage in text.into_iter().chain(binary).chain([b"12345678".to_vec()]) {
+        let garbage = garbage.as_slice();
         for key in ["g", "w"] {
             let _: () =
                 redis::cmd("SET").arg(format!("{prefix}{{k}}:{key}")).arg(garbage).query_async(&mut con).await.unwrap();

@@ -14,10 +14,12 @@ use redis::cluster_routing::Slot;
 use tokio::sync::oneshot;
 
 use super::{Operation, StoreError, StoreErrorKind, StoreRequest};
-use crate::algorithm::{Outcome, Params};
+use crate::algorithm::{Divisor, Outcome, Params};
 
 /// The batch marker in the script's first argument (0–2 are single operations).
 const BATCH: u64 = 3;
+/// The uniform batch marker: see [`Uniform`].
+const UNIFORM: u64 = 4;
 
 /// How decisions are gathered; see `RedisStoreBuilder::batch_decisions`.
 #[derive(Debug, Clone, Copy)]
@@ -195,11 +197,50 @@ pub(super) fn encode(params: &Params) -> (u64, u64, u64) {
     }
 }
 
-/// The script call for a batch: `EVALSHA sha nkeys keys… 3 decisions shapes
-/// (policies (algo a b)…)… code…`, where each distinct set of policies (a
-/// shape: one limiter's) is sent once and each decision is one number, `(shape
-/// * 4 + operation) * 2^32 + cost`.
-pub(super) fn command(name: &str, script: &[u8], batch: &[Queued]) -> redis::Cmd {
+/// A batch whose every decision consumes one GCRA policy of the same emission
+/// interval and burst at the same cost: one limiter's decisions under load,
+/// the common case. Sent in the script's compact form (`EVALSHA sha n keys…
+/// 4 cost t burst`), answered with one number per decision,
+/// `reset_after * 2 + allowed`, from which
+/// [`gcra_outcome`](crate::algorithm::gcra_outcome) derives the rest: about
+/// 40% less work in Redis per decision than the general form (callgrind, 32
+/// decisions per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Uniform {
+    t: u64,
+    burst: u64,
+    cost: u64,
+}
+
+impl Uniform {
+    /// The batch's common shape, if it has one.
+    pub(super) fn of(batch: &[Queued]) -> Option<Uniform> {
+        let first = &batch.first()?.job;
+        let [1, t, burst] = first.params[..] else { return None };
+        let consume = operation(Operation::Consume);
+        let same = |job: &Job| job.op == consume && job.cost == first.cost && job.params == first.params;
+        batch.iter().all(|q| same(&q.job)).then_some(Uniform { t, burst, cost: first.cost })
+    }
+}
+
+/// The script call for a batch: in the compact form when it is `uniform`,
+/// else `EVALSHA sha nkeys keys… 3 decisions shapes (policies (algo a b)…)…
+/// code…`, where each distinct set of policies (a shape: one limiter's) is
+/// sent once and each decision is one number,
+/// `(shape * 4 + operation) * 2^32 + cost`.
+pub(super) fn command(name: &str, script: &[u8], batch: &[Queued], uniform: Option<Uniform>) -> redis::Cmd {
+    if let Some(u) = uniform {
+        let bytes = batch.iter().flat_map(|q| &q.job.keys).map(String::len).sum::<usize>();
+        let mut cmd = redis::Cmd::with_capacity(7 + batch.len(), script.len() + bytes + 80);
+        cmd.arg(name).arg(script).arg(batch.len());
+        for q in batch {
+            for key in &q.job.keys {
+                cmd.arg(key.as_str());
+            }
+        }
+        cmd.arg(UNIFORM).arg(u.cost).arg(u.t).arg(u.burst);
+        return cmd;
+    }
     let mut shapes: Vec<&[u64]> = Vec::new();
     let codes: Vec<u64> = batch
         .iter()
@@ -234,16 +275,35 @@ pub(super) fn command(name: &str, script: &[u8], batch: &[Queued]) -> redis::Cmd
     cmd
 }
 
-/// Splits a batch's reply `{now, (allowed, 4 per policy)…}` into each
-/// decision's outcomes, refusing anything malformed.
-pub(super) fn parse(reply: &[i64], batch: &[Queued]) -> Result<Vec<Vec<Outcome>>, StoreError> {
+/// Splits a batch's reply into each decision's outcomes, refusing anything
+/// malformed: `{now, (allowed, 4 per policy)…}`, or for a `uniform` batch
+/// `{reset_after * 2 + allowed…}`.
+pub(super) fn parse(
+    reply: &[i64],
+    batch: &[Queued],
+    uniform: Option<Uniform>,
+) -> Result<Vec<Vec<Outcome>>, StoreError> {
+    let malformed = |what: String| StoreError::new(StoreErrorKind::Response, what, None);
+    if let Some(u) = uniform {
+        if reply.len() != batch.len() {
+            return Err(malformed(format!(
+                "unexpected batch reply of {} values, expected {}",
+                reply.len(),
+                batch.len()
+            )));
+        }
+        let per_t = Divisor::new(u.t);
+        return reply
+            .iter()
+            .map(|&v| match u64::try_from(v) {
+                Ok(v) => Ok(vec![crate::algorithm::gcra_outcome(u.t, u.burst, per_t, u.cost, v & 1 == 1, v >> 1)]),
+                Err(_) => Err(malformed(format!("negative value {v} in a batch reply"))),
+            })
+            .collect();
+    }
     let expected = 1 + batch.iter().map(|q| 1 + 4 * q.policies()).sum::<usize>();
     if reply.len() != expected {
-        return Err(StoreError::new(
-            StoreErrorKind::Response,
-            format!("unexpected batch reply of {} values, expected {expected}", reply.len()),
-            None,
-        ));
+        return Err(malformed(format!("unexpected batch reply of {} values, expected {expected}", reply.len())));
     }
     let mut rest = &reply[1..];
     Ok(batch
@@ -342,7 +402,51 @@ mod tests {
 
     #[test]
     fn malformed_batch_replies_are_errors() {
-        assert!(parse(&[0], &[]).is_ok());
-        assert!(parse(&[0, 1], &[]).is_err());
+        assert!(parse(&[0], &[], None).is_ok());
+        assert!(parse(&[0, 1], &[], None).is_err());
+    }
+
+    /// Queues one decision per request behind a busy call slot and takes them as one batch.
+    fn queued(requests: &[StoreRequest<'_>]) -> Vec<Queued> {
+        let batcher = Batcher::new(limits(1, 64), false);
+        assert!(matches!(batcher.enter(&requests[0]), Turn::Send));
+        let _waiting: Vec<_> = requests.iter().map(|r| batcher.enter(r)).collect();
+        batcher.next_batch()
+    }
+
+    #[test]
+    fn one_gcra_policy_consumed_at_one_cost_is_uniform() {
+        let (prefix, policies, params) = one_policy();
+        let mut requests: Vec<_> = ["a", "b", "a"].iter().map(|k| request(&prefix, k, &policies, &params)).collect();
+        let Params::Gcra { t, burst, .. } = params[0] else { unreachable!() };
+        assert_eq!(Uniform::of(&queued(&requests)), Some(Uniform { t, burst, cost: 1 }));
+        assert_eq!(Uniform::of(&[]), None);
+
+        requests[1].cost = 2;
+        assert_eq!(Uniform::of(&queued(&requests)), None, "two costs");
+        requests[1].cost = 1;
+        requests[2].op = Operation::Peek;
+        assert_eq!(Uniform::of(&queued(&requests)), None, "a peek");
+        requests[2].op = Operation::Consume;
+        let window =
+            [Policy::new("w", Quota::per_hour(NonZeroU32::new(5).unwrap())).algorithm(crate::Algorithm::SlidingWindow)];
+        let window_params: Vec<Params> = window.iter().map(Params::from_policy).collect();
+        requests[0] = request(&prefix, "a", &window, &window_params);
+        assert_eq!(Uniform::of(&queued(&requests)), None, "a window policy");
+    }
+
+    #[test]
+    fn uniform_replies_give_each_decision_its_outcome() {
+        let (prefix, policies, params) = one_policy();
+        let requests: Vec<_> = ["a", "b"].iter().map(|k| request(&prefix, k, &policies, &params)).collect();
+        let batch = queued(&requests);
+        let uniform = Uniform::of(&batch);
+        let Params::Gcra { t, burst, .. } = params[0] else { unreachable!() };
+        let reset = t * 2;
+        let o = parse(&[(reset * 2 + 1) as i64, (reset * 2) as i64], &batch, uniform).unwrap();
+        assert_eq!(o[0][0], Outcome { allowed: true, remaining: burst - 2, reset_after: reset, retry_after: None });
+        assert!(!o[1][0].allowed);
+        assert!(parse(&[1], &batch, uniform).is_err(), "one value for two decisions");
+        assert!(parse(&[1, -2], &batch, uniform).is_err(), "a negative value");
     }
 }

@@ -320,8 +320,9 @@ impl RedisStore {
         async move {
             loop {
                 let store = &slot.store;
-                let result = store.eval(|name, script| batch::command(name, script, &batch)).await;
-                match result.and_then(|reply| batch::parse(&reply, &batch)) {
+                let uniform = batch::Uniform::of(&batch);
+                let result = store.eval(|name, script| batch::command(name, script, &batch, uniform)).await;
+                match result.and_then(|reply| batch::parse(&reply, &batch, uniform)) {
                     Ok(outcomes) => {
                         for (queued, outcomes) in batch.into_iter().zip(outcomes) {
                             queued.answer(Ok(outcomes));
