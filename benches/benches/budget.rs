@@ -279,36 +279,22 @@ fn interleaved(_: &mut Criterion) {
     let (mut budgeted, _budgeted_registry) = layered(false);
     let (mut fallback, _fallback_registry) = layered(false);
     let mut bare = Hello { clock: None };
-    // Per request, in nanoseconds: bare, budgeted, fallback per round.
-    let mut rounds: Vec<[f64; 3]> = Vec::with_capacity(ROUNDS);
-    rt.block_on(async {
-        for round in 0..=ROUNDS {
-            let mut times = [0f64; 3];
-            // The order turns each round, so no service always runs first.
-            for k in 0..3 {
-                let which = (round + k) % 3;
-                let start = std::time::Instant::now();
-                let n = u64::from(REQUESTS);
-                match which {
-                    0 => requests(&mut bare, Some(&template), n).await,
-                    1 => requests(&mut budgeted, Some(&template), n).await,
-                    _ => requests(&mut fallback, None, n).await,
-                }
-                times[which] = start.elapsed().as_nanos() as f64 / f64::from(REQUESTS);
-            }
-            // Round 0 warms up.
-            if round > 0 {
-                rounds.push(times);
-            }
-        }
-    });
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let (bare_ns, _, _) = median(rounds.iter().map(|r| r[0]).collect());
+    let n = u64::from(REQUESTS);
+    // Each round's time for REQUESTS requests: bare, budgeted, fallback.
+    let rounds = brisk_benches::alternating_rounds(
+        ROUNDS,
+        1,
+        &mut [
+            &mut |_| rt.block_on(requests(&mut bare, Some(&template), n)),
+            &mut |_| rt.block_on(requests(&mut budgeted, Some(&template), n)),
+            &mut |_| rt.block_on(requests(&mut fallback, None, n)),
+        ],
+    );
+    // Per request, in nanoseconds.
+    let rounds: Vec<[f64; 3]> = rounds.iter().map(|r| r.map(|t| t / f64::from(REQUESTS))).collect();
+    let (bare_ns, _, _) = brisk_benches::median_range(rounds.iter().map(|r| r[0]).collect());
     for (i, name) in [(1, "budgeted route"), (2, "fallback route")] {
-        let (over, low, high) = median(rounds.iter().map(|r| r[i] - r[0]).collect());
+        let (over, low, high) = brisk_benches::median_range(rounds.iter().map(|r| r[i] - r[0]).collect());
         println!(
             "budget/interleaved: {name}: +{over:.0} ns over the bare service (median of {ROUNDS} rounds of {REQUESTS} requests each; rounds {low:.0} to {high:.0} ns; bare service median {bare_ns:.0} ns)"
         );

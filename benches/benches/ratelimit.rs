@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::pin::pin;
 use std::sync::Arc;
@@ -192,6 +193,38 @@ fn redis_benches(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same side by side in alternating rounds of 64,000 decisions each.
+    let rounds = brisk_benches::alternating_rounds(
+        20,
+        1,
+        &mut [
+            &mut |_| {
+                rt.block_on(concurrently(64_000, {
+                    let one = one.clone();
+                    move |caller| {
+                        let one = one.clone();
+                        async move { assert!(one.check(KEYS[caller]).await.unwrap().is_allowed()) }
+                    }
+                }));
+            },
+            &mut |_| {
+                rt.block_on(concurrently(64_000, {
+                    let (con, trivial) = (con.clone(), trivial.clone());
+                    move |_| {
+                        let (mut con, trivial) = (con.clone(), trivial.clone());
+                        async move { assert_eq!(trivial.key("k").invoke_async::<i64>(&mut con).await.unwrap(), 1) }
+                    }
+                }));
+            },
+        ],
+    );
+    // Each round's time for 64,000 operations, as operations per second.
+    let per_second: Vec<[f64; 2]> = rounds.iter().map(|r| [64_000e9 / r[0], 64_000e9 / r[1]]).collect();
+    report_rounds(
+        "ratelimit/redis_64_callers interleaved: brisk_decision (batched) vs raw_evalsha_return_1, per second",
+        &per_second,
+    );
     drop(redis);
 }
 
@@ -273,6 +306,34 @@ fn memory_benches(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Side by side in time as well: criterion measures one after the other,
+    // and on a shared machine the same code timed first or second in a run
+    // moved by a third; alternating rounds share each round's conditions.
+    let rounds = brisk_benches::alternating_rounds(
+        30,
+        1_000_000,
+        &mut [
+            &mut |i| {
+                black_box(now_or_never(brisk.check(&keys[i as usize & 1023])).unwrap().is_allowed());
+            },
+            &mut |i| {
+                black_box(governor.check_key(&keys[i as usize & 1023]).is_ok());
+            },
+        ],
+    );
+    report_rounds("ratelimit/memory_keyed interleaved: brisk_gcra vs governor_keyed, ns per decision", &rounds);
+}
+
+/// Prints each side's median time and the per-round ratio of the first to the second.
+fn report_rounds(what: &str, rounds: &[[f64; 2]]) {
+    let (first, _, _) = brisk_benches::median_range(rounds.iter().map(|r| r[0]).collect());
+    let (second, _, _) = brisk_benches::median_range(rounds.iter().map(|r| r[1]).collect());
+    let (ratio, low, high) = brisk_benches::median_range(rounds.iter().map(|r| r[0] / r[1]).collect());
+    println!(
+        "{what}: {first:.1} vs {second:.1} (medians of {} alternating rounds); ratio per round: median {ratio:.3} (rounds {low:.3} to {high:.3})",
+        rounds.len()
+    );
 }
 
 criterion_group!(benches, memory_benches, redis_benches);
