@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use brisk_budget::{BudgetLayer, Budgets, ManualClock, RouteBudget, RouteTemplate};
+use brisk_budget::{BudgetLayer, Budgets, Clock, ManualClock, MonotonicClock, RouteBudget, RouteTemplate, TokioClock};
 use criterion::{Criterion, criterion_group};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
@@ -330,7 +330,18 @@ fn memory(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, overhead, interleaved, memory);
+/// `budget/clock`: one read of each clock the layer can use (it reads its
+/// clock twice per request): `MonotonicClock` (the default where tokio's time
+/// runs), `TokioClock` (where it is paused), and `std::time::Instant::now()`.
+fn clock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("budget/clock");
+    group.bench_function("monotonic_clock", |b| b.iter(|| black_box(MonotonicClock.now())));
+    group.bench_function("tokio_clock", |b| b.iter(|| black_box(TokioClock.now())));
+    group.bench_function("std_instant_now", |b| b.iter(|| black_box(std::time::Instant::now())));
+    group.finish();
+}
+
+criterion_group!(benches, overhead, interleaved, memory, clock);
 
 fn main() {
     if counting_loop() {

@@ -67,7 +67,7 @@ mod state;
 mod window;
 
 pub use budget::{Budgets, DB_QUERIES, Percentile, RouteBudget, RouteKey};
-pub use clock::{Clock, ManualClock, TokioClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, TokioClock};
 pub use file::{BudgetFileError, FileFormat};
 pub use layer::{Budget, BudgetLayer, BudgetLayerBuilder, ResponseBody, ResponseFuture, RouteTemplate};
 pub use report::{BudgetFailures, BudgetReport, RegressionPolicy, RouteReport};

@@ -603,3 +603,19 @@ async fn requests_are_counted_by_status_and_survive_a_reset() {
     let idle = exposition(&BudgetLayer::new(Budgets::new()));
     assert!(!idle.contains("http_server_"), "{idle}");
 }
+
+/// Built where tokio's time runs, the layer times requests by the monotonic
+/// clock: a handler that sleeps 25 ms of real time takes at least that long.
+#[tokio::test]
+async fn running_time_is_timed_by_the_default_clock() {
+    let layer = BudgetLayer::new(Budgets::new());
+    let mut svc = app(layer.clone());
+    let started = std::time::Instant::now();
+    call(&mut svc, Method::GET, "/items/25").await;
+    let elapsed = started.elapsed();
+    let report = layer.report();
+    let latency = report.route("GET /items/{ms}").unwrap().latency.unwrap();
+    assert!(latency.max_us >= 25_000, "{latency:?}");
+    // The histogram keeps 3 significant figures.
+    assert!(latency.max_us as u128 <= elapsed.as_micros() * 1_001 / 1_000 + 1, "{latency:?} against {elapsed:?}");
+}

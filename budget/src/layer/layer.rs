@@ -26,7 +26,7 @@ impl BudgetLayer {
 
     /// A builder for a layer enforcing `budgets`.
     pub fn builder(budgets: Budgets) -> BudgetLayerBuilder {
-        BudgetLayerBuilder { budgets, config: Config::default(), clock: TimeSource::Tokio }
+        BudgetLayerBuilder { budgets, config: Config::default(), clock: None }
     }
 
     /// The budgets this layer enforces.
@@ -96,7 +96,8 @@ impl<S> Layer<S> for BudgetLayer {
 pub struct BudgetLayerBuilder {
     budgets: Budgets,
     config: Config,
-    clock: TimeSource,
+    /// `None`: chosen when the layer is built.
+    clock: Option<TimeSource>,
 }
 
 impl BudgetLayerBuilder {
@@ -177,15 +178,21 @@ impl BudgetLayerBuilder {
         self
     }
 
-    /// The clock that times requests. Default [`TokioClock`](crate::TokioClock), which follows
-    /// `tokio::time::pause()`.
+    /// The clock that times requests. By default, chosen when the layer is
+    /// built: [`TokioClock`](crate::TokioClock) if tokio's time is paused
+    /// there (a `#[tokio::test(start_paused = true)]`: latencies follow
+    /// `tokio::time::advance` and auto-advance), else
+    /// [`MonotonicClock`](crate::MonotonicClock), the cheaper read. A layer
+    /// built before `tokio::time::pause()` is called, or outside the runtime
+    /// that pauses, needs `TokioClock` here to follow paused time.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = TimeSource::of(clock);
+        self.clock = Some(TimeSource::of(clock));
         self
     }
 
     /// The layer.
     pub fn build(self) -> BudgetLayer {
-        BudgetLayer { shared: Arc::new(Shared::new(self.budgets, self.config, self.clock)) }
+        let clock = self.clock.unwrap_or_else(TimeSource::default_here);
+        BudgetLayer { shared: Arc::new(Shared::new(self.budgets, self.config, clock)) }
     }
 }
