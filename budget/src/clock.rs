@@ -110,39 +110,53 @@ impl Clock for ManualClock {
 }
 
 /// The layer's clock, read on every request twice: the two built-in ones
-/// without a virtual call, or another one.
+/// without a virtual call, or another one. The layer reads it as
+/// [`ticks`](Self::ticks), plain nanoseconds: a request's latency is one
+/// subtraction, with no `Instant` arithmetic.
 #[derive(Debug, Clone)]
 pub(crate) enum TimeSource {
     Monotonic,
-    Tokio,
-    Custom(Arc<dyn Clock>),
+    /// `epoch`: the clock's reading when the source was made; ticks count from it.
+    Tokio {
+        epoch: Instant,
+    },
+    Custom {
+        clock: Arc<dyn Clock>,
+        epoch: Instant,
+    },
 }
 
 impl TimeSource {
     pub(crate) fn of(clock: impl Clock) -> Self {
         let any = &clock as &dyn Any;
         if any.is::<TokioClock>() {
-            TimeSource::Tokio
+            TimeSource::Tokio { epoch: TokioClock.now() }
         } else if any.is::<MonotonicClock>() {
             MonotonicClock::anchor();
             TimeSource::Monotonic
         } else {
-            TimeSource::Custom(Arc::new(clock))
+            TimeSource::Custom { epoch: clock.now(), clock: Arc::new(clock) }
         }
     }
 
     /// The default: tokio's clock if its time is paused where the layer is
     /// built (a test under `start_paused`), else the monotonic clock.
     pub(crate) fn default_here() -> Self {
-        if tokio_time_paused() { TimeSource::Tokio } else { Self::of(MonotonicClock) }
+        if tokio_time_paused() { Self::of(TokioClock) } else { Self::of(MonotonicClock) }
     }
 
+    /// Nanoseconds on this source's own timeline (since the counter's anchor,
+    /// or since the source was made), never going back for a clock that does
+    /// not: only differences between two readings mean anything.
     #[inline]
-    pub(crate) fn now(&self) -> Instant {
+    pub(crate) fn ticks(&self) -> u64 {
         match self {
-            TimeSource::Monotonic => MonotonicClock.now(),
-            TimeSource::Tokio => TokioClock.now(),
-            TimeSource::Custom(clock) => clock.now(),
+            TimeSource::Monotonic => {
+                let a = MonotonicClock::anchor();
+                a.clock.delta_as_nanos(a.raw, a.clock.raw())
+            }
+            TimeSource::Tokio { epoch } => nanos_since(*epoch, TokioClock.now()),
+            TimeSource::Custom { clock, epoch } => nanos_since(*epoch, clock.now()),
         }
     }
 }
@@ -175,7 +189,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn paused_time_is_detected() {
         assert!(tokio_time_paused());
-        assert!(matches!(TimeSource::default_here(), TimeSource::Tokio));
+        assert!(matches!(TimeSource::default_here(), TimeSource::Tokio { .. }));
     }
 
     #[tokio::test]

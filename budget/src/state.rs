@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use parking_lot::{Mutex, RwLock};
 
 use crate::budget::{Budgets, Percentile, RouteBudget, RouteKey};
-use crate::clock::{TimeSource, nanos_since};
+use crate::clock::TimeSource;
 use crate::scope::RequestScope;
 use crate::window::Latencies;
 
@@ -55,7 +55,8 @@ pub(crate) struct Shared {
     pub(crate) budgets: Budgets,
     pub(crate) config: Config,
     pub(crate) clock: TimeSource,
-    pub(crate) origin: Instant,
+    /// The clock's ticks when the layer was made.
+    pub(crate) origin: u64,
     /// Route template → one state per method. A template is looked up by `&str`
     /// so the hot path does not allocate.
     routes: RwLock<HashMap<Box<str>, Vec<Arc<RouteState>>>>,
@@ -83,7 +84,7 @@ pub(crate) fn method_label(method: &Method) -> &'static str {
 
 impl Shared {
     pub(crate) fn new(budgets: Budgets, config: Config, clock: TimeSource) -> Self {
-        let origin = clock.now();
+        let origin = clock.ticks();
         Self {
             #[cfg(feature = "prometheus")]
             metrics: crate::metrics::RedMetrics::new(&budgets),
@@ -297,7 +298,7 @@ pub(crate) struct RouteState {
     /// The layer's clock, origin and settings, copied here so a request in
     /// flight holds its route and nothing else.
     pub(crate) clock: TimeSource,
-    origin: Instant,
+    origin: u64,
     pub(crate) config: Config,
     pub(crate) budget: Option<RouteBudget>,
     /// The budget's limits in the form the hot path checks first.
@@ -311,7 +312,8 @@ pub(crate) struct RouteState {
 #[derive(Debug)]
 pub(crate) struct Finished<'a> {
     pub(crate) latency: Duration,
-    pub(crate) at: Instant,
+    /// The clock's ticks at the end.
+    pub(crate) at: u64,
     pub(crate) status: Option<u16>,
     pub(crate) body_bytes: u64,
     pub(crate) cache: CacheStatus,
@@ -351,7 +353,7 @@ impl RouteState {
             return;
         }
         let micros = u64::try_from(done.latency.as_micros()).unwrap_or(u64::MAX).min(LATENCY_MAX_US);
-        stats.latency_us.record(done.at, self.origin, micros);
+        stats.latency_us.record(done.at.saturating_sub(self.origin), micros);
         if done.status.is_none() {
             stats.errors += 1;
         }
@@ -378,7 +380,7 @@ impl RouteState {
     #[inline(never)]
     fn violated(&self, mut stats: parking_lot::MutexGuard<'_, RouteStats>, budget: &RouteBudget, done: &Finished<'_>) {
         let violations = broken(budget, done, self.config.cache_misses_break);
-        let now = nanos_since(self.origin, done.at);
+        let now = done.at.saturating_sub(self.origin);
         let mut warn: Vec<(&str, &str, u64)> = Vec::new();
         for (budget, detail) in &violations {
             match stats.violations.iter_mut().find(|(b, _)| b == budget) {

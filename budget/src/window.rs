@@ -9,11 +9,9 @@
 //! a union of buckets of a finer one), so folding counts every latency in the
 //! bucket it would have been recorded in directly.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-
-use crate::clock::nanos_since;
 
 /// Window slices keep two significant figures (1% precision): a slice holds a
 /// few seconds of traffic, and 2 figures keep each slice near 5 KB.
@@ -30,9 +28,9 @@ pub(crate) struct Latencies {
     /// The epoch (slice number since the layer's origin) of the live slice;
     /// `None` before the first record.
     live_epoch: Option<u64>,
-    /// The live slice's bounds as instants, so a record within it needs no
-    /// clock arithmetic; `None` when they do not fit in an `Instant`.
-    live_bounds: Option<(Instant, Instant)>,
+    /// The live slice's bounds (nanoseconds since the layer's origin), so a
+    /// record within it needs no division; `None` before the first record.
+    live_bounds: Option<(u64, u64)>,
     /// Records the live slice takes before it is folded.
     live_limit: u64,
     slice_nanos: u64,
@@ -71,16 +69,16 @@ impl Latencies {
         }
     }
 
-    /// Records `micros` taken by a request that ended at `at`; `origin` is the
-    /// layer's origin. Values must be capped by the caller (the histograms
-    /// grow to hold them).
+    /// Records `micros` taken by a request that ended `at` nanoseconds after
+    /// the layer's origin. Values must be capped by the caller (the
+    /// histograms grow to hold them).
     #[inline]
-    pub(crate) fn record(&mut self, at: Instant, origin: Instant, micros: u64) {
+    pub(crate) fn record(&mut self, at: u64, micros: u64) {
         let within = match self.live_bounds {
             Some((start, end)) => start <= at && at < end,
             None => false,
         };
-        if (within && self.live.len() < self.live_limit) || self.enter_slice(at, origin, micros) {
+        if (within && self.live.len() < self.live_limit) || self.enter_slice(at, micros) {
             // `record` grows the auto-resizing histogram; it fails only on a
             // resize beyond `usize`, which capped values do not reach.
             let _ = self.live.record(micros);
@@ -92,8 +90,8 @@ impl Latencies {
     /// ended before another one rolled the slice over took the lock after it).
     /// Returns whether `micros` is still to be recorded in the live slice.
     #[cold]
-    fn enter_slice(&mut self, at: Instant, origin: Instant, micros: u64) -> bool {
-        let epoch = nanos_since(origin, at) / self.slice_nanos;
+    fn enter_slice(&mut self, at: u64, micros: u64) -> bool {
+        let epoch = at / self.slice_nanos;
         match self.live_epoch {
             Some(live) if epoch < live => {
                 let _ = self.run.record(micros);
@@ -103,7 +101,7 @@ impl Latencies {
                 false
             }
             Some(live) if epoch == live => {
-                // The live slice is full, or its bounds do not fit in an `Instant`.
+                // The live slice is full, or its end is past `u64::MAX`.
                 if self.live.len() >= self.live_limit {
                     self.fold();
                 }
@@ -112,9 +110,8 @@ impl Latencies {
             _ => {
                 self.fold();
                 self.live_epoch = Some(epoch);
-                let start = origin.checked_add(Duration::from_nanos(epoch * self.slice_nanos));
-                self.live_bounds =
-                    start.and_then(|start| Some((start, start.checked_add(Duration::from_nanos(self.slice_nanos))?)));
+                let start = epoch * self.slice_nanos;
+                self.live_bounds = start.checked_add(self.slice_nanos).map(|end| (start, end));
                 true
             }
         }
@@ -191,17 +188,16 @@ mod tests {
     /// `Latencies` at 3 significant figures over a 60 s window in 6 slices,
     /// with a record at `at` nanoseconds after the origin.
     struct Fixture {
-        origin: Instant,
         latencies: Latencies,
     }
 
     impl Fixture {
         fn new() -> Self {
-            Self { origin: Instant::now(), latencies: Latencies::new(3, Duration::from_secs(60), 6) }
+            Self { latencies: Latencies::new(3, Duration::from_secs(60), 6) }
         }
 
         fn record(&mut self, at: u64, micros: u64) {
-            self.latencies.record(self.origin + Duration::from_nanos(at), self.origin, micros);
+            self.latencies.record(at, micros);
         }
     }
 
@@ -292,7 +288,6 @@ mod tests {
             sigfig in 1u8..=3,
             limit in 1u64..50,
         ) {
-            let origin = Instant::now();
             let mut latencies = Latencies::new(sigfig, Duration::from_secs(60), 6);
             latencies.live_limit = limit;
             let mut run = histogram::<u64>(sigfig);
@@ -302,7 +297,7 @@ mod tests {
                 // Mostly forward in time; now and then a request that ended
                 // up to 80 s earlier than the last one.
                 let when = if late { at.saturating_sub(step * 4 % (80 * S)) } else { at += step; at };
-                latencies.record(origin + Duration::from_nanos(when), origin, micros);
+                latencies.record(when, micros);
                 run.record(micros).unwrap();
                 records.push((when, micros));
                 prop_assert_eq!(latencies.run.len() + latencies.live.len(), run.len());

@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
@@ -22,7 +22,8 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 #[derive(Debug)]
 pub(crate) struct InFlight {
     route: Arc<RouteState>,
-    start: Instant,
+    /// The clock's ticks at the call.
+    start: u64,
     pub(crate) scope: LazyScope,
     status: Option<u16>,
     cache: CacheStatus,
@@ -30,7 +31,7 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(route: Arc<RouteState>, start: Instant, scope: LazyScope) -> Self {
+    pub(crate) fn new(route: Arc<RouteState>, start: u64, scope: LazyScope) -> Self {
         #[cfg(feature = "prometheus")]
         route.metrics.start();
         Self { route, start, scope, status: None, cache: CacheStatus::Absent, body_bytes: 0 }
@@ -51,7 +52,8 @@ impl InFlight {
 
     /// `app;dur=12.500, db_queries;desc="2", budget;desc="db_queries cache_required"`.
     fn server_timing<B>(&self, response: &Response<B>) -> String {
-        let elapsed = self.route.clock.now().saturating_duration_since(self.start);
+        let now = self.route.clock.ticks();
+        let elapsed = Duration::from_nanos(now.saturating_sub(self.start));
         let mut value = String::with_capacity(64);
         value.push_str("app;dur=");
         push_millis(&mut value, elapsed);
@@ -76,7 +78,7 @@ impl InFlight {
             };
             let so_far = Finished {
                 latency: elapsed,
-                at: self.start + elapsed,
+                at: now,
                 status: self.status,
                 body_bytes,
                 cache: self.cache,
@@ -137,9 +139,9 @@ fn is_token(s: &str) -> bool {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let at = self.route.clock.now();
+        let at = self.route.clock.ticks();
         let done = Finished {
-            latency: at.saturating_duration_since(self.start),
+            latency: Duration::from_nanos(at.saturating_sub(self.start)),
             at,
             status: self.status,
             body_bytes: self.body_bytes,

@@ -63,7 +63,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let start = self.shared.clock.now();
+        let start = self.shared.clock.ticks();
         let template = template(&req).unwrap_or(&self.shared.config.fallback_route);
         let route = match &self.last {
             // The same route as the previous request: the common case. (The

@@ -28,7 +28,6 @@ use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Percentile, RouteBudget};
-use crate::clock::nanos_since;
 use crate::state::{RouteState, Shared};
 
 pub use regression::{Regression, RegressionPolicy, RegressionReport};
@@ -215,7 +214,7 @@ impl RouteReport {
             checks: Vec::new(),
         };
         if let Some(state) = state {
-            let now = nanos_since(shared.origin, shared.clock.now());
+            let now = shared.clock.ticks().saturating_sub(shared.origin);
             let mut stats = state.stats.lock();
             report.count = stats.latency_us.run().len();
             report.warm_up_skipped = stats.warm_up_skipped;
