@@ -37,9 +37,10 @@ impl Clock for TokioClock {
 
 /// The machine's monotonic clock read through the CPU's time-stamp counter
 /// where it is invariant (through `quanta`, which falls back to the OS
-/// monotonic clock elsewhere), as an [`Instant`]: about 10 ns per read, where
-/// `Instant::now()` (`clock_gettime` through the vDSO) took 25–50 ns on the
-/// virtual machines this crate is measured on, twice per request. The default
+/// monotonic clock elsewhere), as an [`Instant`]: 13–19 ns per read where
+/// `Instant::now()` (`clock_gettime` through the vDSO) took 31–33 ns on the
+/// virtual machine this crate is measured on (`budget/clock` bench); the
+/// layer reads its clock twice per request. The default
 /// for a layer built while tokio's time runs (see
 /// [`BudgetLayerBuilder::clock`](crate::BudgetLayerBuilder::clock)).
 ///
