@@ -36,6 +36,12 @@ fn build(prefix: &str, store: RedisStore, policies: &[Policy]) -> RateLimiter {
     b.build().unwrap()
 }
 
+/// The same policies in memory, for comparison at one instant.
+fn in_memory(policies: &[Policy]) -> RateLimiter {
+    let b = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
+    policies.iter().fold(b, |b, p| b.policy(p.clone())).build().unwrap()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Check(u32),
@@ -195,17 +201,12 @@ fn random_batches_agree_with_memory() {
     )| {
         rt.block_on(async {
             let prefix = brisk_testkit::unique_name("rl:batchprop:");
-            let policies = vec![
-                Policy::new("gcra", Quota::per_hour(nz(limits.0 * 3)).with_burst(nz(limits.0))),
-                Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
-                Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
-            ];
+            let policies = common::one_of_each_algorithm(limits);
             let single = vec![policies[0].clone()];
             for (i, policies) in [policies, single].iter().enumerate() {
                 let store = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
                 let on_redis = build(&format!("{prefix}{i}:"), store, policies);
-                let in_memory = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
-                let in_memory = policies.iter().fold(in_memory, |b, p| b.policy(p.clone())).build().unwrap();
+                let in_memory = in_memory(policies);
                 let ops: Vec<(&str, Op)> = ops
                     .iter()
                     .map(|&(op, cost, key)| {
@@ -243,8 +244,7 @@ fn random_uniform_batches_agree_with_memory() {
             let policies = vec![Policy::new("gcra", Quota::per_hour(nz(limit)).with_burst(nz(burst)))];
             let store = one_call_in_flight(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
             let on_redis = build(&prefix, store, &policies);
-            let in_memory = RateLimiter::builder("m:").blocked_keys_capacity(0).clock(FakeClock::new());
-            let in_memory = policies.iter().fold(in_memory, |b, p| b.policy(p.clone())).build().unwrap();
+            let in_memory = in_memory(&policies);
             let ops: Vec<(&str, Op)> = keys.iter().map(|&k| (["a", "b", "c"][k], Op::Check(cost))).collect();
             let together = all_at_once(&on_redis, &ops).await;
             for (&(key, op), batched) in ops.iter().zip(&together) {

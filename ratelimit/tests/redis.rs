@@ -213,11 +213,7 @@ fn lua_agrees_with_memory_on_random_sequences() {
     )| {
         rt.block_on(async {
             let prefix = brisk_testkit::unique_name("rl:prop:");
-            let policies = vec![
-                Policy::new("gcra", Quota::per_hour(nz(limits.0 * 3)).with_burst(nz(limits.0))),
-                Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
-                Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
-            ];
+            let policies = common::one_of_each_algorithm(limits);
             // All three together, and the GCRA policy alone (the script's one-policy path).
             let single = vec![policies[0].clone()];
             let pairs = [

@@ -317,14 +317,10 @@ local function decide(k0, n, op, cost, params, p0, reply, at, first)
   end
 end
 
--- One GCRA policy consumed, in a batch: `decide` without its tables (and
--- `read` and `store` inline: each call costs the batch instructions).
+-- One GCRA policy consumed, in a general batch: `decide` without its tables
+-- (a uniform batch, the common case, is decided above without any helper).
 local function consume_one(key, t, burst, c, reply)
-  local raw, tat = current[key], nil
-  if raw and #raw == 8 then
-    tat = struct.unpack('<d', raw)
-    if not (tat >= 0 and tat < 4503599627370496 and tat % 1 == 0) then tat = nil end
-  end
+  local tat = read(key, 1)
   local allowed, remaining, reset, retry, new_tat = gcra(tat, t, burst, c)
   if allowed == 1 then
     local ttl_ms = ceil_div(reset, 1000)

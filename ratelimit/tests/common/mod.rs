@@ -1,5 +1,20 @@
 //! Helpers shared by the Redis-backed test files.
 
+use std::num::NonZeroU32;
+
+use brisk_ratelimit::{Algorithm, Policy, Quota};
+
+/// One policy of each algorithm, their limits from `limits` (GCRA: burst
+/// `limits.0` of `3 × limits.0` per hour), for the property tests.
+pub(crate) fn one_of_each_algorithm(limits: (u32, u32, u32)) -> Vec<Policy> {
+    let nz = |n| NonZeroU32::new(n).expect("the tests' limits are not zero");
+    vec![
+        Policy::new("gcra", Quota::per_hour(nz(limits.0 * 3)).with_burst(nz(limits.0))),
+        Policy::new("fixed", Quota::per_hour(nz(limits.1))).algorithm(Algorithm::FixedWindow),
+        Policy::new("sliding", Quota::per_day(nz(limits.2))).algorithm(Algorithm::SlidingWindow),
+    ]
+}
+
 /// `EVALSHA` calls Redis has counted so far (`INFO commandstats`).
 pub(crate) async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
