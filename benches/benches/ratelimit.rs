@@ -160,37 +160,10 @@ fn redis_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit/redis_64_callers");
     group.throughput(Throughput::Elements(1));
     group.bench_function("raw_evalsha_return_1", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let con = con.clone();
-            let trivial = trivial.clone();
-            async move {
-                concurrently(iters, move |_| {
-                    let mut con = con.clone();
-                    let trivial = trivial.clone();
-                    async move {
-                        let one: i64 = trivial.key("k").invoke_async(&mut con).await.unwrap();
-                        assert_eq!(one, 1);
-                    }
-                })
-                .await
-            }
-        })
+        b.to_async(&rt).iter_custom(|iters| raw_evalshas(iters, &con, &trivial))
     });
     for (name, limiter) in [("brisk_decision", &one), ("brisk_decision_unbatched", &one_unbatched)] {
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let one = limiter.clone();
-                async move {
-                    concurrently(iters, move |caller| {
-                        let one = one.clone();
-                        async move {
-                            assert!(one.check(KEYS[caller]).await.unwrap().is_allowed());
-                        }
-                    })
-                    .await
-                }
-            })
-        });
+        group.bench_function(name, |b| b.to_async(&rt).iter_custom(|iters| decisions(iters, limiter)));
     }
     group.finish();
 
@@ -200,22 +173,10 @@ fn redis_benches(c: &mut Criterion) {
         1,
         &mut [
             &mut |_| {
-                rt.block_on(concurrently(64_000, {
-                    let one = one.clone();
-                    move |caller| {
-                        let one = one.clone();
-                        async move { assert!(one.check(KEYS[caller]).await.unwrap().is_allowed()) }
-                    }
-                }));
+                rt.block_on(decisions(64_000, &one));
             },
             &mut |_| {
-                rt.block_on(concurrently(64_000, {
-                    let (con, trivial) = (con.clone(), trivial.clone());
-                    move |_| {
-                        let (mut con, trivial) = (con.clone(), trivial.clone());
-                        async move { assert_eq!(trivial.key("k").invoke_async::<i64>(&mut con).await.unwrap(), 1) }
-                    }
-                }));
+                rt.block_on(raw_evalshas(64_000, &con, &trivial));
             },
         ],
     );
@@ -237,6 +198,28 @@ const KEYS: [&str; CALLERS] = {
     ];
     K
 };
+
+/// `n` `EVALSHA`s of the trivial script from 64 concurrent callers on one
+/// connection; the wall time of all.
+async fn raw_evalshas(n: u64, con: &ConnectionManager, trivial: &Arc<redis::Script>) -> Duration {
+    let (con, trivial) = (con.clone(), trivial.clone());
+    concurrently(n, move |_| {
+        let (mut con, trivial) = (con.clone(), trivial.clone());
+        async move { assert_eq!(trivial.key("k").invoke_async::<i64>(&mut con).await.unwrap(), 1) }
+    })
+    .await
+}
+
+/// `n` decisions of `limiter` from 64 concurrent callers, each on a key of
+/// its own (all admitted); the wall time of all.
+async fn decisions(n: u64, limiter: &RateLimiter) -> Duration {
+    let limiter = limiter.clone();
+    concurrently(n, move |caller| {
+        let limiter = limiter.clone();
+        async move { assert!(limiter.check(KEYS[caller]).await.unwrap().is_allowed()) }
+    })
+    .await
+}
 
 /// Runs `iters` operations spread over 64 concurrent callers; the wall time of all.
 async fn concurrently<F, Fut>(iters: u64, op: F) -> Duration
