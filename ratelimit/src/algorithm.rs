@@ -177,6 +177,7 @@ pub(crate) fn gcra(t: u64, burst: u64, per_t: Divisor, tat: u64, now: u64, cost:
 /// A GCRA decision's outcome from whether it was admitted and its
 /// `reset_after` alone, the two values a uniform batch's script reply carries
 /// per decision: equal to `gcra(...).outcome` for every state and time.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn gcra_outcome(t: u64, burst: u64, per_t: Divisor, cost: u64, allowed: bool, reset_after: u64) -> Outcome {
     let capacity = t.saturating_mul(burst);
     Outcome {

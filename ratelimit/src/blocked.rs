@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -60,11 +59,10 @@ impl BlockedKeys {
         if cost < entry.cost {
             return None;
         }
-        let elapsed = Duration::from_micros(now.saturating_sub(entry.decided_at));
+        let elapsed = now.saturating_sub(entry.decided_at);
         let mut decision = entry.decision.clone();
         for p in decision.policies.iter_mut() {
-            p.reset_after = p.reset_after.saturating_sub(elapsed);
-            p.retry_after = p.retry_after.map(|r| r.saturating_sub(elapsed));
+            p.age(elapsed);
             p.source = Source::BlockedCache;
         }
         Some(decision)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::decision::PolicyRef;
 use crate::{Decision, HeaderStyle, Policy, PolicyDecision, Source};
 
 /// The hops of these `X-Forwarded-For` values, left to right.
@@ -23,7 +24,8 @@ pub fn parse_node(raw: &str) -> Option<IpAddr> {
     crate::key::forwarded::parse_node(raw)
 }
 
-/// What the limiter decided for one policy, as [`PolicyDecision`] holds it.
+/// What the limiter decided for one policy, as [`PolicyDecision`] holds it
+/// (times to the microsecond).
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyState {
     /// Whether the policy admits the request.
@@ -48,16 +50,16 @@ pub fn rate_limit_fields(policies: &[(Policy, PolicyState)], style: HeaderStyle)
     let mut decisions = Vec::with_capacity(policies.len());
     for (policy, state) in policies {
         policy.validate()?;
-        decisions.push(PolicyDecision {
-            name: crate::decision::PolicyName::new(&policy.name),
-            quota: policy.quota,
-            algorithm: policy.algorithm,
-            allowed: state.allowed,
-            remaining: state.remaining,
-            reset_after: state.reset_after,
-            retry_after: state.retry_after,
-            source: state.source,
-        });
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        decisions.push(PolicyDecision::new(
+            // Not interned: the policies here come from the caller, unbounded.
+            PolicyRef::shared(&policy.name, policy.quota, policy.algorithm),
+            state.allowed,
+            u64::from(state.remaining),
+            micros(state.reset_after),
+            state.retry_after.map(micros),
+            state.source,
+        ));
     }
     let mut headers = HeaderMap::new();
     crate::layer::response::add_fields(&mut headers, &Decision::new(decisions), style);

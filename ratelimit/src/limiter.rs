@@ -34,7 +34,7 @@ use crate::algorithm::{Outcome, Params};
 use crate::blocked::BlockedKeys;
 use crate::breaker::{Breaker, Permit, Transition};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::decision::{Decision, PolicyDecision, PolicyName, Source};
+use crate::decision::{Decision, PolicyDecision, PolicyRef, Source};
 use crate::error::{BuildError, Error};
 use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
 use crate::quota::{Algorithm, OnStoreError, Policy};
@@ -51,6 +51,9 @@ pub struct RateLimiter {
 
 #[derive(Debug)]
 pub(crate) struct LimiterInner {
+    /// The common case, everything its check reads side by side: one
+    /// policy, no per-key overrides, the in-memory store.
+    single: Option<Single>,
     prefix: Arc<str>,
     defaults: PolicySet,
     overrides: HashMap<String, PolicySet>,
@@ -58,11 +61,20 @@ pub(crate) struct LimiterInner {
     /// `store` when it is the in-memory store, called directly for one policy.
     memory: Option<MemoryStore>,
     local: MemoryStore,
-    instances: NonZeroU32,
     clock: SharedClock,
     blocked: Option<BlockedKeys>,
     breaker: Breaker,
     pub(crate) metrics: Metrics,
+}
+
+/// A limiter of one policy on the in-memory store, without overrides: the
+/// copies its check reads (the policy's `Arc`s are shared with the set's).
+#[derive(Debug)]
+struct Single {
+    memory: MemoryStore,
+    policy: Policy,
+    params: Params,
+    policy_ref: PolicyRef,
 }
 
 /// Policies with their counters, side by side.
@@ -71,17 +83,34 @@ struct PolicySet {
     policies: Arc<[Policy]>,
     /// Each policy's algorithm parameters, computed once.
     params: Box<[Params]>,
-    /// Each policy's name as decisions hold it.
-    names: Box<[PolicyName]>,
+    /// Each policy as decisions refer to it.
+    refs: Box<[PolicyRef]>,
+    /// Each [`OnStoreError::Local`] policy as the fallback decides it: its
+    /// quota divided among the instances, under GCRA (in the set's order).
+    local: Box<[Policy]>,
+    local_params: Box<[Params]>,
+    local_refs: Box<[PolicyRef]>,
     metrics: Box<[PolicyMetrics]>,
 }
 
 impl PolicySet {
-    fn new(policies: Vec<Policy>) -> Self {
+    fn new(policies: Vec<Policy>, instances: NonZeroU32) -> Self {
         let metrics = policies.iter().map(PolicyMetrics::new).collect();
         let params = policies.iter().map(Params::from_policy).collect();
-        let names = policies.iter().map(|p| PolicyName::new(&p.name)).collect();
-        PolicySet { policies: policies.into(), params, names, metrics }
+        let refs = policies.iter().map(|p| PolicyRef::interned(&p.name, p.quota, p.algorithm)).collect();
+        let local: Vec<Policy> = policies
+            .iter()
+            .filter(|p| p.on_store_error == OnStoreError::Local)
+            .map(|p| Policy {
+                name: p.name.clone(),
+                quota: p.quota.divided_among(instances),
+                algorithm: Algorithm::Gcra,
+                on_store_error: OnStoreError::Local,
+            })
+            .collect();
+        let local_params = local.iter().map(Params::from_policy).collect();
+        let local_refs = local.iter().map(|p| PolicyRef::interned(&p.name, p.quota, p.algorithm)).collect();
+        PolicySet { policies: policies.into(), params, refs, local: local.into(), local_params, local_refs, metrics }
     }
 }
 
@@ -306,9 +335,9 @@ impl RateLimiter {
                 let decision = Decision::new(
                     policies
                         .iter()
-                        .zip(&set.names)
+                        .zip(&set.refs)
                         .zip(&outcomes)
-                        .map(|((p, name), o)| policy_decision(p, name.clone(), p.quota, o, Source::Store))
+                        .map(|((_, r), o)| policy_decision(r, o, Source::Store))
                         .collect(),
                 );
                 if let (Operation::Consume, false, Some(blocked)) = (op, decision.allowed, &inner.blocked) {
@@ -339,9 +368,9 @@ impl RateLimiter {
         let policies = &*set.policies;
         let inner = &*self.inner;
         let storage_key = StoreKey { prefix: &inner.prefix, key };
-        let decision = if let ([policy], [params], [name]) = (policies, &*set.params, &*set.names) {
+        let decision = if let ([policy], [params], [r]) = (policies, &*set.params, &*set.refs) {
             let outcome = inner.memory.as_ref()?.decide_one(storage_key, policy, params, cost, op);
-            Decision::one(policy_decision(policy, name.clone(), policy.quota, &outcome, Source::Store))
+            Decision::one(policy_decision(r, &outcome, Source::Store))
         } else {
             thread_local! {
                 static SCRATCH: std::cell::RefCell<Vec<Outcome>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -356,9 +385,9 @@ impl RateLimiter {
                 Some(Decision::new(
                     policies
                         .iter()
-                        .zip(&set.names)
+                        .zip(&set.refs)
                         .zip(outcomes.iter())
-                        .map(|((p, name), o)| policy_decision(p, name.clone(), p.quota, o, Source::Store))
+                        .map(|((_, r), o)| policy_decision(r, o, Source::Store))
                         .collect(),
                 ))
             })?
@@ -404,46 +433,20 @@ impl RateLimiter {
             set.metrics[i].fallback(OnStoreError::FailClosed);
             return Err(Error::unavailable(error));
         }
-        let local: Vec<Policy> = policies
-            .iter()
-            .filter(|p| p.on_store_error == OnStoreError::Local)
-            .map(|p| Policy {
-                name: p.name.clone(),
-                quota: p.quota.divided_among(inner.instances),
-                algorithm: Algorithm::Gcra,
-                on_store_error: OnStoreError::Local,
-            })
-            .collect();
-        let params: Vec<Params> = local.iter().map(Params::from_policy).collect();
         let mut local_outcomes = inner
             .local
-            .decide(StoreRequest { key: storage_key, policies: &local, params: &params, cost, op })
+            .decide(StoreRequest { key: storage_key, policies: &set.local, params: &set.local_params, cost, op })
             .into_iter()
-            .zip(&local);
+            .zip(&*set.local_refs);
         let mut decisions = Vec::with_capacity(policies.len());
-        for ((p, name), counters) in policies.iter().zip(&set.names).zip(&set.metrics) {
+        for ((p, r), counters) in policies.iter().zip(&set.refs).zip(&set.metrics) {
             counters.fallback(p.on_store_error);
             if p.on_store_error == OnStoreError::Local {
-                let (outcome, local_policy) = local_outcomes.next().expect("one local outcome per local policy");
-                decisions.push(policy_decision(
-                    local_policy,
-                    name.clone(),
-                    local_policy.quota,
-                    &outcome,
-                    Source::Local,
-                ));
+                let (outcome, local_ref) = local_outcomes.next().expect("one local outcome per local policy");
+                decisions.push(policy_decision(local_ref, &outcome, Source::Local));
             } else {
                 let capacity = Params::from_policy(p).capacity();
-                decisions.push(PolicyDecision {
-                    name: name.clone(),
-                    quota: p.quota,
-                    algorithm: p.algorithm,
-                    allowed: true,
-                    remaining: u32::try_from(capacity).unwrap_or(u32::MAX),
-                    reset_after: Duration::ZERO,
-                    retry_after: None,
-                    source: Source::FailOpen,
-                });
+                decisions.push(PolicyDecision::new(r.clone(), true, capacity, 0, None, Source::FailOpen));
             }
         }
         Ok(Decision::new(decisions))
@@ -470,49 +473,49 @@ impl<'a> Call<'a> {
     }
 }
 
+impl<'a> Call<'a> {
+    /// The first poll: decides at once when it can, else starts the store call.
+    /// Kept out of line, so that a caller polling a check inlines only the
+    /// one-policy in-memory path.
+    #[inline(never)]
+    fn first_poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Decision, Error>> {
+        let (limiter, key, cost, op) = (self.limiter, self.key, self.cost, self.op);
+        if key.is_empty() {
+            return Poll::Ready(Err(Error::invalid_key()));
+        }
+        let set = limiter.policy_set(key);
+        match limiter.decide_at_once(key, set, cost, op) {
+            Ok(decision) => Poll::Ready(Ok(decision)),
+            Err(now) => self.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))).as_mut().poll(cx),
+        }
+    }
+}
+
 impl Future for Call<'_> {
     type Output = Result<Decision, Error>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let store = match &mut this.store {
-            Some(store) => store,
-            None => {
-                let (limiter, key, cost, op) = (this.limiter, this.key, this.cost, this.op);
-                if key.is_empty() {
-                    return Poll::Ready(Err(Error::invalid_key()));
-                }
-                let set = limiter.policy_set(key);
-                let inner = &*limiter.inner;
-                if let (Some(memory), [policy], [params], [name]) =
-                    (&inner.memory, &*set.policies, &*set.params, &*set.names)
-                {
-                    // The common case, built where it is returned: one policy in memory.
-                    let key = StoreKey { prefix: &inner.prefix, key };
-                    let outcome = memory.decide_one(key, policy, params, cost, op);
-                    if op == Operation::Consume {
-                        set.metrics[0].decision(counted(outcome.allowed), Source::Store);
-                        if !outcome.allowed {
-                            let retry_after = outcome.retry_after.map(Duration::from_micros);
-                            limiter.log_denied(key.key, &[policy.name()], retry_after);
-                        }
-                    }
-                    return Poll::Ready(Ok(Decision::one(policy_decision(
-                        policy,
-                        name.clone(),
-                        policy.quota,
-                        &outcome,
-                        Source::Store,
-                    ))));
-                }
-                match limiter.decide_at_once(key, set, cost, op) {
-                    Ok(decision) => return Poll::Ready(Ok(decision)),
-                    Err(now) => this.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))),
+        if let Some(store) = &mut this.store {
+            return store.as_mut().poll(cx);
+        }
+        let (limiter, key, cost, op) = (this.limiter, this.key, this.cost, this.op);
+        let inner = &*limiter.inner;
+        if let (Some(Single { memory, policy, params, policy_ref: r }), false) = (&inner.single, key.is_empty()) {
+            // The common case, built where it is returned: one policy in memory.
+            let key = StoreKey { prefix: &inner.prefix, key };
+            let outcome = memory.decide_one(key, policy, params, cost, op);
+            if op == Operation::Consume {
+                inner.defaults.metrics[0].decision(counted(outcome.allowed), Source::Store);
+                if !outcome.allowed {
+                    let retry_after = outcome.retry_after.map(Duration::from_micros);
+                    limiter.log_denied(key.key, &[policy.name()], retry_after);
                 }
             }
-        };
-        store.as_mut().poll(cx)
+            return Poll::Ready(Ok(Decision::one(policy_decision(r, &outcome, Source::Store))));
+        }
+        this.first_poll(cx)
     }
 }
 
@@ -529,23 +532,8 @@ fn record(decision: &Decision, set: &PolicySet) {
 }
 
 #[inline]
-fn policy_decision(
-    policy: &Policy,
-    name: PolicyName,
-    quota: crate::Quota,
-    o: &Outcome,
-    source: Source,
-) -> PolicyDecision {
-    PolicyDecision {
-        name,
-        quota,
-        algorithm: policy.algorithm,
-        allowed: o.allowed,
-        remaining: u32::try_from(o.remaining).unwrap_or(u32::MAX),
-        reset_after: Duration::from_micros(o.reset_after),
-        retry_after: o.retry_after.map(Duration::from_micros),
-        source,
-    }
+fn policy_decision(policy: &PolicyRef, o: &Outcome, source: Source) -> PolicyDecision {
+    PolicyDecision::new(policy.clone(), o.allowed, o.remaining, o.reset_after, o.retry_after, source)
 }
 
 impl RateLimiterBuilder {
@@ -617,15 +605,25 @@ impl RateLimiterBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
         let memory = store.as_memory().cloned();
         let cooldown = self.breaker_cooldown.as_micros() as u64;
+        let defaults = PolicySet::new(self.policies, self.instances);
+        let single = match (&memory, &*defaults.policies, &*defaults.params, &*defaults.refs) {
+            (Some(memory), [policy], [params], [policy_ref]) if self.overrides.is_empty() => Some(Single {
+                memory: memory.clone(),
+                policy: policy.clone(),
+                params: *params,
+                policy_ref: policy_ref.clone(),
+            }),
+            _ => None,
+        };
         Ok(RateLimiter {
             inner: Arc::new(LimiterInner {
+                single,
                 prefix: self.prefix.into(),
-                defaults: PolicySet::new(self.policies),
-                overrides: self.overrides.into_iter().map(|(k, v)| (k, PolicySet::new(v))).collect(),
+                defaults,
+                overrides: self.overrides.into_iter().map(|(k, v)| (k, PolicySet::new(v, self.instances))).collect(),
                 store,
                 memory,
                 local: MemoryStore::with_shared_clock(clock.clone()),
-                instances: self.instances,
                 clock,
                 blocked: (self.blocked_capacity > 0).then(|| BlockedKeys::new(self.blocked_capacity)),
                 breaker: Breaker::new(self.breaker_threshold.get(), cooldown, cooldown.max(1)),

@@ -27,9 +27,9 @@ fn ceil_secs(d: Duration) -> u64 {
 /// Seconds until the policy next matters to the client: for a refusing
 /// policy its retry time, otherwise the time until its quota is whole.
 fn reset_secs(p: &PolicyDecision) -> u64 {
-    match (p.allowed, p.retry_after) {
+    match (p.allowed, p.retry_after()) {
         (false, Some(retry)) => ceil_secs(retry),
-        _ => ceil_secs(p.reset_after),
+        _ => ceil_secs(p.reset_after()),
     }
 }
 
@@ -47,9 +47,9 @@ pub(crate) fn add_fields(headers: &mut HeaderMap, decision: &Decision, style: He
     let (mut policy, mut state) = (String::new(), String::new());
     for (i, p) in known.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
-        let window = ceil_secs(p.quota.period()).max(1);
-        let _ = write!(policy, "{sep}\"{}\";q={};w={}", p.name, p.quota.limit(), window);
-        let _ = write!(state, "{sep}\"{}\";r={};t={}", p.name, p.remaining, reset_secs(p));
+        let window = ceil_secs(p.quota().period()).max(1);
+        let _ = write!(policy, "{sep}\"{}\";q={};w={}", p.name(), p.quota().limit(), window);
+        let _ = write!(state, "{sep}\"{}\";r={};t={}", p.name(), p.remaining, reset_secs(p));
     }
     headers.append(&RATELIMIT_POLICY, value(policy));
     headers.append(&RATELIMIT, value(state));
@@ -57,7 +57,7 @@ pub(crate) fn add_fields(headers: &mut HeaderMap, decision: &Decision, style: He
         && let Some(tightest) = known.iter().min_by_key(|p| p.remaining)
     {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        headers.insert(&X_LIMIT, HeaderValue::from(tightest.quota.limit().get()));
+        headers.insert(&X_LIMIT, HeaderValue::from(tightest.quota().limit().get()));
         headers.insert(&X_REMAINING, HeaderValue::from(tightest.remaining));
         headers.insert(&X_RESET, HeaderValue::from(ceil_secs(now) + reset_secs(tightest)));
     }

@@ -235,7 +235,7 @@ impl MemoryStore {
     }
 
     /// Decides for a limiter of one policy: one look-up, the state updated in place.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decide_one(
         &self,
         key: StoreKey<'_>,
@@ -388,7 +388,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    #[inline]
+    #[inline(always)]
     fn find_mut(&mut self, key: &StoreKey<'_>) -> Option<&mut Entry> {
         if self.first.is(key) {
             return Some(&mut self.first);
@@ -455,7 +455,7 @@ impl Entry {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, name: &Arc<str>) -> Option<&mut State> {
         let same = |n: &Arc<str>| Arc::ptr_eq(n, name) || **n == **name;
         match &mut self.first {
