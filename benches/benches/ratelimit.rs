@@ -18,7 +18,9 @@
 //!   machine), and
 //!   `brisk_gcra_churn`, where each key's state has expired by its next visit
 //!   (1,000,000 per second) and is forgotten and created again (governor
-//!   keeps every key until `retain_recent` is called).
+//!   keeps every key until `retain_recent` is called). Both are also timed in
+//!   alternating rounds, per call behind a `dyn FnMut` and in loops the
+//!   compiler sees whole (printed).
 //!
 //! Run: `cargo bench -p brisk-benches --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
 //! (needs `redis-server` on PATH, or `REDIS_URL`).
@@ -306,6 +308,42 @@ fn memory_benches(c: &mut Criterion) {
         ],
     );
     report_rounds("ratelimit/memory_keyed interleaved: brisk_gcra vs governor_keyed, ns per decision", &rounds);
+
+    // The same decisions in a loop the compiler sees whole, each answer
+    // consumed where it is made (above, each decision is a `dyn FnMut` call
+    // whose answer leaves the frame it was made in).
+    const LOOP: u32 = 1_000_000;
+    let rounds = brisk_benches::alternating_rounds(
+        30,
+        1,
+        &mut [
+            &mut |_| {
+                black_box(brisk_loop(&brisk, &keys, LOOP));
+            },
+            &mut |_| {
+                black_box(governor_loop(&governor, &keys, LOOP));
+            },
+        ],
+    );
+    let per_decision: Vec<[f64; 2]> = rounds.iter().map(|r| r.map(|ns| ns / f64::from(LOOP))).collect();
+    report_rounds(
+        "ratelimit/memory_keyed loops interleaved: brisk_gcra vs governor_keyed, ns per decision",
+        &per_decision,
+    );
+}
+
+/// `n` in-memory decisions in one loop; how many were allowed.
+#[inline(never)]
+fn brisk_loop(limiter: &RateLimiter, keys: &[String], n: u32) -> u32 {
+    (0..n)
+        .map(|i| u32::from(now_or_never(limiter.check(black_box(&keys[i as usize & 1023]))).unwrap().is_allowed()))
+        .sum()
+}
+
+/// `n` decisions of governor's keyed limiter in one loop; how many were allowed.
+#[inline(never)]
+fn governor_loop(limiter: &governor::DefaultKeyedRateLimiter<String>, keys: &[String], n: u32) -> u32 {
+    (0..n).map(|i| u32::from(limiter.check_key(black_box(&keys[i as usize & 1023])).is_ok())).sum()
 }
 
 /// Prints each side's median time and the per-round ratio of the first to the second.
