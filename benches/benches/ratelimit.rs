@@ -18,9 +18,9 @@
 //!   machine), and
 //!   `brisk_gcra_churn`, where each key's state has expired by its next visit
 //!   (1,000,000 per second) and is forgotten and created again (governor
-//!   keeps every key until `retain_recent` is called). Both are also timed in
-//!   alternating rounds, per call behind a `dyn FnMut` and in loops the
-//!   compiler sees whole (printed).
+//!   keeps every key until `retain_recent` is called). `brisk_gcra` and
+//!   `governor_keyed` are also timed in alternating rounds, per call behind a
+//!   `dyn FnMut` and in loops the compiler sees whole (printed).
 //!
 //! Run: `cargo bench -p brisk-benches --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
 //! (needs `redis-server` on PATH, or `REDIS_URL`).

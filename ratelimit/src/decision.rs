@@ -55,9 +55,10 @@ pub(crate) struct PolicyInfo {
     pub(crate) algorithm: Algorithm,
 }
 
-/// A decision's reference to its policy: one pointer, so that making,
-/// moving and dropping a decision copies a few words and touches no
-/// reference count shared by every thread deciding for the policy.
+/// A decision's reference to its policy: for an interned policy a plain
+/// pointer, so that making, moving and dropping a decision copies a few
+/// words and touches no reference count shared by every thread deciding for
+/// the policy.
 ///
 /// A limiter's policies are interned when it is built: each distinct
 /// (name, quota, algorithm) is stored once for the life of the process, a few
@@ -82,7 +83,6 @@ impl PolicyRef {
     }
 
     /// A reference to a policy that is not interned (one-off decisions).
-    #[cfg(feature = "tower")]
     pub(crate) fn shared(name: &str, quota: Quota, algorithm: Algorithm) -> PolicyRef {
         PolicyRef::Shared(Arc::new(PolicyInfo { name: name.into(), quota, algorithm }))
     }
@@ -388,7 +388,14 @@ mod tests {
         let interned = PolicyRef::interned("interning-c", quota(5), Algorithm::Gcra);
         let shared = PolicyRef::shared("interning-c", quota(5), Algorithm::Gcra);
         let decision = |policy| PolicyDecision::new(policy, false, 0, 7_000_000, Some(1_500_000), Source::Store);
-        assert_eq!(decision(interned), decision(shared));
+        assert_eq!(decision(interned.clone()), decision(shared));
+        for other in [
+            PolicyRef::shared("interning-x", quota(5), Algorithm::Gcra),
+            PolicyRef::shared("interning-c", quota(6), Algorithm::Gcra),
+            PolicyRef::shared("interning-c", quota(5), Algorithm::SlidingWindow),
+        ] {
+            assert_ne!(decision(interned.clone()), decision(other));
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn parse_node(raw: &str) -> Option<IpAddr> {
 }
 
 /// What the limiter decided for one policy, as [`PolicyDecision`] holds it
-/// (times to the microsecond).
+/// (times rounded up to the microsecond).
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyState {
     /// Whether the policy admits the request.
@@ -50,7 +50,8 @@ pub fn rate_limit_fields(policies: &[(Policy, PolicyState)], style: HeaderStyle)
     let mut decisions = Vec::with_capacity(policies.len());
     for (policy, state) in policies {
         policy.validate()?;
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Whole microseconds, rounded up as the fields round seconds up.
+        let micros = |d: Duration| u64::try_from(d.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX);
         decisions.push(PolicyDecision::new(
             // Not interned: the policies here come from the caller, unbounded.
             PolicyRef::shared(&policy.name, policy.quota, policy.algorithm),

@@ -94,7 +94,9 @@ struct PolicySet {
 }
 
 impl PolicySet {
-    fn new(policies: Vec<Policy>, instances: NonZeroU32) -> Self {
+    /// `fallback`: whether the store can fail, so that the fallback's
+    /// policies are interned too (a store that cannot fail never uses them).
+    fn new(policies: Vec<Policy>, instances: NonZeroU32, fallback: bool) -> Self {
         let metrics = policies.iter().map(PolicyMetrics::new).collect();
         let params = policies.iter().map(Params::from_policy).collect();
         let refs = policies.iter().map(|p| PolicyRef::interned(&p.name, p.quota, p.algorithm)).collect();
@@ -109,7 +111,13 @@ impl PolicySet {
             })
             .collect();
         let local_params = local.iter().map(Params::from_policy).collect();
-        let local_refs = local.iter().map(|p| PolicyRef::interned(&p.name, p.quota, p.algorithm)).collect();
+        let local_refs = local
+            .iter()
+            .map(|p| match fallback {
+                true => PolicyRef::interned(&p.name, p.quota, p.algorithm),
+                false => PolicyRef::shared(&p.name, p.quota, p.algorithm),
+            })
+            .collect();
         PolicySet { policies: policies.into(), params, refs, local: local.into(), local_params, local_refs, metrics }
     }
 }
@@ -605,7 +613,7 @@ impl RateLimiterBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
         let memory = store.as_memory().cloned();
         let cooldown = self.breaker_cooldown.as_micros() as u64;
-        let defaults = PolicySet::new(self.policies, self.instances);
+        let defaults = PolicySet::new(self.policies, self.instances, memory.is_none());
         let single = match (&memory, &*defaults.policies, &*defaults.params, &*defaults.refs) {
             (Some(memory), [policy], [params], [policy_ref]) if self.overrides.is_empty() => Some(Single {
                 memory: memory.clone(),
@@ -620,7 +628,11 @@ impl RateLimiterBuilder {
                 single,
                 prefix: self.prefix.into(),
                 defaults,
-                overrides: self.overrides.into_iter().map(|(k, v)| (k, PolicySet::new(v, self.instances))).collect(),
+                overrides: self
+                    .overrides
+                    .into_iter()
+                    .map(|(k, v)| (k, PolicySet::new(v, self.instances, memory.is_none())))
+                    .collect(),
                 store,
                 memory,
                 local: MemoryStore::with_shared_clock(clock.clone()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use brisk_ratelimit::clock::FakeClock;
 use brisk_ratelimit::store::RedisStore;
-use brisk_ratelimit::{Decision, ErrorKind, OnStoreError, Policy, Quota, RateLimiter, Source};
+use brisk_ratelimit::{Algorithm, Decision, ErrorKind, OnStoreError, Policy, Quota, RateLimiter, Source};
 use brisk_testkit::require;
 use prometheus_client::registry::Registry;
 
@@ -81,6 +81,38 @@ async fn local_mode_divides_the_quota_and_recovers() {
     }
     assert!(text.contains("ratelimit_store_errors_total{"), "{text}");
     assert!(text.contains("policy=\"api\",outcome=\"denied\",source=\"local\"} 1"), "{text}");
+}
+
+/// The local fallback decides by GCRA on the divided quota, and its
+/// decisions say so, next to a fail-open policy's, each under its own name.
+#[tokio::test]
+async fn local_decisions_name_their_policy_its_divided_quota_and_gcra() {
+    let mut redis = require!(brisk_testkit::redis().await);
+    let clock = FakeClock::new();
+    let window = Policy::new("window", Quota::per_minute(nz(8))).algorithm(Algorithm::SlidingWindow);
+    let open = Policy::new("open", Quota::per_hour(nz(100))).on_store_error(OnStoreError::FailOpen);
+    let l = limiter(&redis, &clock, vec![window, open]).await;
+    let d = l.check("k").await.unwrap();
+    let describe = |d: &Decision| -> Vec<(String, u32, Algorithm, Source)> {
+        d.policies().iter().map(|p| (p.name().to_owned(), p.quota().limit().get(), p.algorithm(), p.source())).collect()
+    };
+    assert_eq!(
+        describe(&d),
+        [
+            ("window".to_owned(), 8, Algorithm::SlidingWindow, Source::Store),
+            ("open".to_owned(), 100, Algorithm::Gcra, Source::Store)
+        ]
+    );
+    redis.kill().unwrap();
+    let d = l.check("k").await.unwrap();
+    assert_eq!(
+        describe(&d),
+        [
+            ("window".to_owned(), 4, Algorithm::Gcra, Source::Local),
+            ("open".to_owned(), 100, Algorithm::Gcra, Source::FailOpen)
+        ]
+    );
+    assert_eq!(d.policies()[0].remaining(), 3);
 }
 
 #[tokio::test]
