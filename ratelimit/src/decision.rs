@@ -73,7 +73,7 @@ pub(crate) enum PolicyRef {
 }
 
 /// The most distinct policies interned per process.
-pub(crate) const MAX_INTERNED: usize = 4096;
+const MAX_INTERNED: usize = 4096;
 
 impl PolicyRef {
     /// The interned reference to this policy (see the type's documentation).

@@ -447,14 +447,13 @@ impl RateLimiter {
             .into_iter()
             .zip(&*set.local_refs);
         let mut decisions = Vec::with_capacity(policies.len());
-        for ((p, r), counters) in policies.iter().zip(&set.refs).zip(&set.metrics) {
+        for (((p, params), r), counters) in policies.iter().zip(&set.params).zip(&set.refs).zip(&set.metrics) {
             counters.fallback(p.on_store_error);
             if p.on_store_error == OnStoreError::Local {
                 let (outcome, local_ref) = local_outcomes.next().expect("one local outcome per local policy");
                 decisions.push(policy_decision(local_ref, &outcome, Source::Local));
             } else {
-                let capacity = Params::from_policy(p).capacity();
-                decisions.push(PolicyDecision::new(r.clone(), true, capacity, 0, None, Source::FailOpen));
+                decisions.push(PolicyDecision::new(r.clone(), true, params.capacity(), 0, None, Source::FailOpen));
             }
         }
         Ok(Decision::new(decisions))
@@ -479,9 +478,7 @@ impl<'a> Call<'a> {
     fn new(limiter: &'a RateLimiter, key: &'a str, cost: u64, op: Operation) -> Self {
         Call { limiter, key, cost, op, store: None }
     }
-}
 
-impl<'a> Call<'a> {
     /// The first poll: decides at once when it can, else starts the store call.
     /// Kept out of line, so that a caller polling a check inlines only the
     /// one-policy in-memory path.
