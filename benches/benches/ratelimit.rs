@@ -15,12 +15,14 @@
 //!   on the same workload (1,024 keys, round robin, never refused, each key's
 //!   state kept between visits: 1,000 per hour with a burst of 10,000,000, so
 //!   a key's state outlives the time between its visits however slow the
-//!   machine), and
-//!   `brisk_gcra_churn`, where each key's state has expired by its next visit
-//!   (1,000,000 per second) and is forgotten and created again (governor
-//!   keeps every key until `retain_recent` is called). `brisk_gcra` and
-//!   `governor_keyed` are also timed in alternating rounds, per call behind a
-//!   `dyn FnMut` and in loops the compiler sees whole (printed).
+//!   machine). `brisk_gcra_now` is `check_now`, synchronous as governor's
+//!   `check_key` is; `brisk_gcra` is `check`, the same decision through its
+//!   future (polled once). `brisk_gcra_churn`: each key's state has expired
+//!   by its next visit (1,000,000 per second) and is forgotten and created
+//!   again (governor keeps every key until `retain_recent` is called).
+//!   `brisk_gcra_now`, `brisk_gcra` and `governor_keyed` are also timed in
+//!   alternating rounds, per call behind a `dyn FnMut` and in loops the
+//!   compiler sees whole (printed).
 //!
 //! Run: `cargo bench -p brisk-benches --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
 //! (needs `redis-server` on PATH, or `REDIS_URL`).
@@ -277,6 +279,13 @@ fn memory_benches(c: &mut Criterion) {
         })
     });
     let mut i = 0usize;
+    group.bench_function("brisk_gcra_now", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            brisk.check_now(&keys[i]).unwrap().unwrap().is_allowed()
+        })
+    });
+    let mut i = 0usize;
     group.bench_function("governor_keyed", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
@@ -300,6 +309,9 @@ fn memory_benches(c: &mut Criterion) {
         1_000_000,
         &mut [
             &mut |i| {
+                black_box(brisk.check_now(&keys[i as usize & 1023]).unwrap().unwrap().is_allowed());
+            },
+            &mut |i| {
                 black_box(now_or_never(brisk.check(&keys[i as usize & 1023])).unwrap().is_allowed());
             },
             &mut |i| {
@@ -307,7 +319,7 @@ fn memory_benches(c: &mut Criterion) {
             },
         ],
     );
-    report_rounds("ratelimit/memory_keyed interleaved: brisk_gcra vs governor_keyed, ns per decision", &rounds);
+    report_memory_rounds("ratelimit/memory_keyed interleaved, ns per decision", &rounds);
 
     // The same decisions in a loop the compiler sees whole, each answer
     // consumed where it is made (above, each decision is a `dyn FnMut` call
@@ -318,6 +330,9 @@ fn memory_benches(c: &mut Criterion) {
         1,
         &mut [
             &mut |_| {
+                black_box(brisk_now_loop(&brisk, &keys, LOOP));
+            },
+            &mut |_| {
                 black_box(brisk_loop(&brisk, &keys, LOOP));
             },
             &mut |_| {
@@ -325,11 +340,16 @@ fn memory_benches(c: &mut Criterion) {
             },
         ],
     );
-    let per_decision: Vec<[f64; 2]> = rounds.iter().map(|r| r.map(|ns| ns / f64::from(LOOP))).collect();
-    report_rounds(
-        "ratelimit/memory_keyed loops interleaved: brisk_gcra vs governor_keyed, ns per decision",
-        &per_decision,
-    );
+    let per_decision: Vec<[f64; 3]> = rounds.iter().map(|r| r.map(|ns| ns / f64::from(LOOP))).collect();
+    report_memory_rounds("ratelimit/memory_keyed loops interleaved, ns per decision", &per_decision);
+}
+
+/// `n` in-memory decisions without a future in one loop; how many were allowed.
+#[inline(never)]
+fn brisk_now_loop(limiter: &RateLimiter, keys: &[String], n: u32) -> u32 {
+    (0..n)
+        .map(|i| u32::from(limiter.check_now(black_box(&keys[i as usize & 1023])).unwrap().unwrap().is_allowed()))
+        .sum()
 }
 
 /// `n` in-memory decisions in one loop; how many were allowed.
@@ -355,6 +375,23 @@ fn report_rounds(what: &str, rounds: &[[f64; 2]]) {
         "{what}: {first:.1} vs {second:.1} (medians of {} alternating rounds); ratio per round: median {ratio:.3} (rounds {low:.3} to {high:.3})",
         rounds.len()
     );
+}
+
+/// Prints each side's median time and, per round, the ratio of each brisk
+/// side to governor's (the last).
+fn report_memory_rounds(what: &str, rounds: &[[f64; 3]]) {
+    let median = |side: usize| brisk_benches::median_range(rounds.iter().map(|r| r[side]).collect()).0;
+    println!(
+        "{what}: brisk_gcra_now {:.1}, brisk_gcra {:.1}, governor_keyed {:.1} (medians of {} alternating rounds)",
+        median(0),
+        median(1),
+        median(2),
+        rounds.len()
+    );
+    for (side, name) in [(0, "brisk_gcra_now"), (1, "brisk_gcra")] {
+        let (ratio, low, high) = brisk_benches::median_range(rounds.iter().map(|r| r[side] / r[2]).collect());
+        println!("  {name} / governor_keyed per round: median {ratio:.3} (rounds {low:.3} to {high:.3})");
+    }
 }
 
 criterion_group!(benches, memory_benches, redis_benches);

@@ -199,6 +199,39 @@ impl RateLimiter {
         self.inner.breaker.is_open()
     }
 
+    /// Checks and counts one request for `key` at once, without a future,
+    /// when no I/O is needed: always on the in-memory store (the limiter's
+    /// whole answer), and on other stores when the blocked-key cache knows
+    /// `key` is refused. `None` when the store must be asked; then nothing
+    /// was counted, and [`check`](Self::check) asks it.
+    ///
+    /// For code that cannot wait (a tonic interceptor, a synchronous
+    /// handler), and the cheapest check: it costs no future and, on the
+    /// in-memory store, no allocation once the key is known.
+    ///
+    /// ```
+    /// use brisk_ratelimit::{Policy, Quota, RateLimiter};
+    /// use std::num::NonZeroU32;
+    ///
+    /// let limiter = RateLimiter::builder("rl:api:")
+    ///     .policy(Policy::new("api", Quota::per_minute(NonZeroU32::new(1).unwrap())))
+    ///     .build()
+    ///     .unwrap();
+    /// // The default store is in memory: every check is decided at once.
+    /// assert!(limiter.check_now("198.51.100.1").unwrap().unwrap().is_allowed());
+    /// assert!(!limiter.check_now("198.51.100.1").unwrap().unwrap().is_allowed());
+    /// ```
+    #[inline]
+    pub fn check_now(&self, key: &str) -> Option<Result<Decision, Error>> {
+        self.decide_without_waiting(key, 1, Operation::Consume)
+    }
+
+    /// [`check_now`](Self::check_now) for a request weighing `cost` units.
+    #[inline]
+    pub fn check_n_now(&self, key: &str, cost: NonZeroU32) -> Option<Result<Decision, Error>> {
+        self.decide_without_waiting(key, u64::from(cost.get()), Operation::Consume)
+    }
+
     /// Checks and counts one request for `key`.
     pub fn check<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
         Call::new(self, key, 1, Operation::Consume)
@@ -269,6 +302,55 @@ impl RateLimiter {
     ) {
         let limiters = limiters.into_iter().map(|l| Arc::downgrade(&l.inner)).collect();
         registry.register_collector(Box::new(crate::metrics::LimiterCollector::new(limiters)));
+    }
+
+    /// Decides at once when no I/O is needed: the one-policy in-memory
+    /// limiter inline, any other case out of line. `None` when the store
+    /// must be asked.
+    #[inline(always)]
+    fn decide_without_waiting(&self, key: &str, cost: u64, op: Operation) -> Option<Result<Decision, Error>> {
+        match self.decide_single(key, cost, op) {
+            Some(decision) => Some(Ok(decision)),
+            None => self.decide_at_once_or_invalid(key, cost, op).ok(),
+        }
+    }
+
+    /// The common case, decided where it is returned: one policy, no
+    /// per-key overrides, the in-memory store. `None` for any other limiter
+    /// or an empty key.
+    #[inline(always)]
+    fn decide_single(&self, key: &str, cost: u64, op: Operation) -> Option<Decision> {
+        let inner = &*self.inner;
+        let (Some(Single { memory, policy, params, policy_ref: r }), false) = (&inner.single, key.is_empty()) else {
+            return None;
+        };
+        let key = StoreKey { prefix: &inner.prefix, key };
+        let outcome = memory.decide_one(key, policy, params, cost, op);
+        if op == Operation::Consume {
+            inner.defaults.metrics[0].decision(counted(outcome.allowed), Source::Store);
+            if !outcome.allowed {
+                let retry_after = outcome.retry_after.map(Duration::from_micros);
+                self.log_denied(key.key, &[policy.name()], retry_after);
+            }
+        }
+        Some(Decision::one(policy_decision(r, &outcome, Source::Store)))
+    }
+
+    /// Every case but [`decide_single`](Self::decide_single)'s: an empty key
+    /// is an error; otherwise the decision at once when no I/O is needed.
+    /// `Err` when the store must be asked: the time and the key's policies.
+    #[inline(never)]
+    fn decide_at_once_or_invalid(
+        &self,
+        key: &str,
+        cost: u64,
+        op: Operation,
+    ) -> Result<Result<Decision, Error>, (u64, &PolicySet)> {
+        if key.is_empty() {
+            return Ok(Err(Error::invalid_key()));
+        }
+        let set = self.policy_set(key);
+        self.decide_at_once(key, set, cost, op).map(Ok).map_err(|now| (now, set))
     }
 
     /// Decides without waiting when it can: a store that needs no I/O
@@ -479,19 +561,17 @@ impl<'a> Call<'a> {
         Call { limiter, key, cost, op, store: None }
     }
 
-    /// The first poll: decides at once when it can, else starts the store call.
-    /// Kept out of line, so that a caller polling a check inlines only the
-    /// one-policy in-memory path.
+    /// The first poll past the one-policy in-memory path: decides at once
+    /// when it can, else starts the store call. Kept out of line, so that a
+    /// caller polling a check inlines only that path.
     #[inline(never)]
     fn first_poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Decision, Error>> {
         let (limiter, key, cost, op) = (self.limiter, self.key, self.cost, self.op);
-        if key.is_empty() {
-            return Poll::Ready(Err(Error::invalid_key()));
-        }
-        let set = limiter.policy_set(key);
-        match limiter.decide_at_once(key, set, cost, op) {
-            Ok(decision) => Poll::Ready(Ok(decision)),
-            Err(now) => self.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))).as_mut().poll(cx),
+        match limiter.decide_at_once_or_invalid(key, cost, op) {
+            Ok(result) => Poll::Ready(result),
+            Err((now, set)) => {
+                self.store.insert(Box::pin(limiter.decide_by_store(key, set, cost, op, now))).as_mut().poll(cx)
+            }
         }
     }
 }
@@ -505,20 +585,8 @@ impl Future for Call<'_> {
         if let Some(store) = &mut this.store {
             return store.as_mut().poll(cx);
         }
-        let (limiter, key, cost, op) = (this.limiter, this.key, this.cost, this.op);
-        let inner = &*limiter.inner;
-        if let (Some(Single { memory, policy, params, policy_ref: r }), false) = (&inner.single, key.is_empty()) {
-            // The common case, built where it is returned: one policy in memory.
-            let key = StoreKey { prefix: &inner.prefix, key };
-            let outcome = memory.decide_one(key, policy, params, cost, op);
-            if op == Operation::Consume {
-                inner.defaults.metrics[0].decision(counted(outcome.allowed), Source::Store);
-                if !outcome.allowed {
-                    let retry_after = outcome.retry_after.map(Duration::from_micros);
-                    limiter.log_denied(key.key, &[policy.name()], retry_after);
-                }
-            }
-            return Poll::Ready(Ok(Decision::one(policy_decision(r, &outcome, Source::Store))));
+        if let Some(decision) = this.limiter.decide_single(this.key, this.cost, this.op) {
+            return Poll::Ready(Ok(decision));
         }
         this.first_poll(cx)
     }

@@ -128,6 +128,47 @@ async fn memory_store_decides_every_request_itself() {
 }
 
 #[tokio::test]
+async fn check_now_decides_as_check_does_and_shares_its_counts() {
+    let clock = FakeClock::new();
+    // One policy (decided inline), two policies, and a limiter with overrides (both through the store's path).
+    let one = limiter(&clock, vec![Policy::new("p", Quota::per_minute(nz(3)))]);
+    let two =
+        limiter(&clock, vec![Policy::new("p", Quota::per_minute(nz(3))), Policy::new("d", Quota::per_day(nz(100)))]);
+    let overridden = RateLimiter::builder("rl:test:")
+        .policy(Policy::new("p", Quota::per_minute(nz(3))))
+        .override_key("partner", [Policy::new("partner", Quota::per_minute(nz(5)))])
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let twin = limiter(&clock, vec![Policy::new("p", Quota::per_minute(nz(3)))]);
+    for l in [&one, &two, &overridden] {
+        // Calls without and with a future alternate on one key, and count as one sequence.
+        assert_eq!(l.check_now("k").unwrap().unwrap().remaining(), 2);
+        assert_eq!(l.check("k").await.unwrap().remaining(), 1);
+        let last = l.check_now("k").unwrap().unwrap();
+        assert_eq!((last.is_allowed(), last.remaining()), (true, 0));
+        let refused = l.check_now("k").unwrap().unwrap();
+        assert!(!refused.is_allowed());
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(20)));
+        assert_eq!(refused.source(), Source::Store);
+        // The same question asked of a twin limiter in the same state, with a future, gets the same answer.
+        for _ in 0..3 {
+            twin.check("k").await.unwrap();
+        }
+        assert_eq!(refused.policies()[0], twin.check("k").await.unwrap().policies()[0]);
+        clock.advance(Duration::from_secs(60));
+        // Weights: all of a cost or none of it.
+        assert_eq!(l.check_n_now("w", nz(3)).unwrap().unwrap().remaining(), 0);
+        assert!(!l.check_n_now("w", nz(1)).unwrap().unwrap().is_allowed());
+        assert_eq!(l.check_now("").unwrap().unwrap_err().kind(), ErrorKind::InvalidKey);
+        clock.advance(Duration::from_secs(60));
+    }
+    // An overridden key has its own policies without a future too.
+    let partner = overridden.check_now("partner").unwrap().unwrap();
+    assert_eq!((partner.policies()[0].name(), partner.remaining()), ("partner", 4));
+}
+
+#[tokio::test]
 async fn invalid_configuration_and_keys_are_refused() {
     assert!(RateLimiter::builder("rl:").build().is_err());
     assert!(RateLimiter::builder("rl:").policy(Policy::new("bad name", Quota::per_second(nz(1)))).build().is_err());

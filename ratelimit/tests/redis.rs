@@ -162,6 +162,39 @@ async fn blocked_keys_cost_no_round_trip() {
 }
 
 #[tokio::test]
+async fn check_now_answers_only_what_needs_no_round_trip() {
+    let redis = require!(brisk_testkit::redis().await);
+    let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let prefix = brisk_testkit::unique_name("rl:now:");
+    let clock = FakeClock::new();
+    let l = RateLimiter::builder(&prefix)
+        .policy(Policy::new("p", Quota::per_hour(nz(2))))
+        .store(store(&redis).await)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let before = evalsha_calls(&mut con).await;
+    // Only Redis knows an unblocked key's count: no answer, no round trip, nothing counted.
+    assert!(l.check_now("k").is_none());
+    assert!(l.check_n_now("k", nz(2)).is_none());
+    assert_eq!(evalsha_calls(&mut con).await, before);
+    assert_eq!(l.check("k").await.unwrap().remaining(), 1, "check_now counted nothing");
+    assert!(l.check("k").await.unwrap().is_allowed());
+    let refused = l.check("k").await.unwrap();
+    assert_eq!((refused.is_allowed(), refused.source()), (false, Source::Store));
+    // A key the blocked-key cache knows is answered at once.
+    let before = evalsha_calls(&mut con).await;
+    let cached = l.check_now("k").unwrap().unwrap();
+    assert_eq!((cached.is_allowed(), cached.source()), (false, Source::BlockedCache));
+    assert_eq!(cached.retry_after(), refused.retry_after());
+    assert_eq!(evalsha_calls(&mut con).await, before);
+    assert!(l.check_now("").unwrap().is_err(), "an empty key is an error at once");
+    // Once the refusal ends, Redis must be asked again.
+    clock.advance(refused.retry_after().unwrap());
+    assert!(l.check_now("k").is_none());
+}
+
+#[tokio::test]
 async fn script_reloads_after_flush_and_corrupt_state_is_reset() {
     let redis = require!(brisk_testkit::redis().await);
     let mut con = redis.client().get_multiplexed_async_connection().await.unwrap();

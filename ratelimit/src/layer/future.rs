@@ -11,7 +11,11 @@ use super::layer::{Config, HeaderStyle, MissingKey};
 use super::response;
 use crate::{Decision, Error};
 
-pub(crate) type CheckFuture = Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send>>;
+/// The limiter's answer: decided when the layer was called, or on its way.
+pub(crate) enum Check {
+    Decided(Result<Decision, Error>),
+    Waiting(Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send>>),
+}
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the limiter's
@@ -22,7 +26,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        check: Option<CheckFuture>,
+        check: Option<Check>,
         service: Option<S>,
         request: Option<Request<B>>,
         decision: Option<Decision>,
@@ -39,7 +43,7 @@ pin_project! {
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    pub(crate) fn new(check: Option<CheckFuture>, service: S, request: Request<B>, config: Config) -> Self {
+    pub(crate) fn new(check: Option<Check>, service: S, request: Request<B>, config: Config) -> Self {
         ResponseFuture {
             state: State::Checking,
             check,
@@ -71,20 +75,28 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking => {
-                    match this.check.as_mut() {
-                        Some(check) => match ready!(check.as_mut().poll(cx)) {
+                    let checked = match this.check.take() {
+                        Some(Check::Waiting(mut check)) => match check.as_mut().poll(cx) {
+                            Poll::Ready(result) => Some(result),
+                            Poll::Pending => {
+                                *this.check = Some(Check::Waiting(check));
+                                return Poll::Pending;
+                            }
+                        },
+                        Some(Check::Decided(result)) => Some(result),
+                        None => None,
+                    };
+                    match checked {
+                        Some(result) => match result {
                             Ok(decision) if decision.is_allowed() => *this.decision = Some(decision),
                             Ok(decision) => {
-                                *this.check = None;
                                 return Poll::Ready(Ok(response::too_many_requests(&decision, this.config.headers)));
                             }
                             Err(error) if error.is_unavailable() => {
-                                *this.check = None;
                                 return Poll::Ready(Ok(response::unavailable()));
                             }
                             Err(error) => {
                                 tracing::error!(%error, "rate limit check failed");
-                                *this.check = None;
                                 return Poll::Ready(Ok(response::missing_key()));
                             }
                         },
@@ -94,7 +106,6 @@ where
                         }
                         None => {}
                     }
-                    *this.check = None;
                     let (Some(mut service), Some(request)) = (this.service.take(), this.request.take()) else {
                         panic!("ResponseFuture polled after completion");
                     };

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::body::RateLimitBody;
-use super::future::ResponseFuture;
+use super::future::{Check, ResponseFuture};
 use super::layer::{Config, RequestCost};
 use crate::RateLimiter;
 use crate::key::KeyExtractor;
@@ -55,9 +55,14 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let key = self.key.extract(&request);
         let cost = NonZeroU32::new(self.cost.cost(&request)).unwrap_or(NonZeroU32::MIN);
-        let check = key.map(|key| {
-            let limiter = self.limiter.clone();
-            Box::pin(async move { limiter.check_n(&key, cost).await }) as super::future::CheckFuture
+        // Decided here when no I/O is needed (the in-memory store, a known
+        // blocked key): no future to box, no limiter to clone.
+        let check = key.map(|key| match self.limiter.check_n_now(&key, cost) {
+            Some(result) => Check::Decided(result),
+            None => {
+                let limiter = self.limiter.clone();
+                Check::Waiting(Box::pin(async move { limiter.check_n(&key, cost).await }))
+            }
         });
         ResponseFuture::new(check, inner, request, *self.config)
     }
