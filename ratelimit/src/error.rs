@@ -9,7 +9,8 @@ use crate::store::StoreError;
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
-    source: Option<StoreError>,
+    /// Boxed: a check's `Result` is then no larger than its `Decision`.
+    source: Option<Box<StoreError>>,
 }
 
 /// The kind of an [`Error`].
@@ -25,7 +26,7 @@ pub enum ErrorKind {
 
 impl Error {
     pub(crate) fn unavailable(source: Option<StoreError>) -> Self {
-        Error { kind: ErrorKind::Unavailable, source }
+        Error { kind: ErrorKind::Unavailable, source: source.map(Box::new) }
     }
 
     pub(crate) fn invalid_key() -> Self {
@@ -57,7 +58,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
+        self.source.as_deref().map(|e| e as _)
     }
 }
 

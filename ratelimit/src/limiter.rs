@@ -244,7 +244,7 @@ impl RateLimiter {
         key: &'a str,
         cost: NonZeroU32,
     ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
-        Call::new(self, key, u64::from(cost.get()), Operation::Consume)
+        Call::new(self, key, cost.get(), Operation::Consume)
     }
 
     /// Answers as [`check_n`](Self::check_n) would, without counting anything.
@@ -253,7 +253,7 @@ impl RateLimiter {
         key: &'a str,
         cost: NonZeroU32,
     ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
-        Call::new(self, key, u64::from(cost.get()), Operation::Peek)
+        Call::new(self, key, cost.get(), Operation::Peek)
     }
 
     /// Gives `cost` units back to every policy of `key` (e.g. a request that
@@ -264,7 +264,7 @@ impl RateLimiter {
         key: &'a str,
         cost: NonZeroU32,
     ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
-        Call::new(self, key, u64::from(cost.get()), Operation::Refund)
+        Call::new(self, key, cost.get(), Operation::Refund)
     }
 
     /// Registers this limiter's metrics, each series labelled
@@ -549,15 +549,20 @@ impl RateLimiter {
 struct Call<'a> {
     limiter: &'a RateLimiter,
     key: &'a str,
-    cost: u64,
+    cost: u32,
     op: Operation,
     store: Option<StoreCall<'a>>,
 }
 
+// A check's future and its answer are moved in and out of every caller's
+// frame: each is kept to six words (the cost as `u32`, the error's source boxed).
+const _: () = assert!(std::mem::size_of::<Call<'static>>() <= 48);
+const _: () = assert!(std::mem::size_of::<Result<Decision, Error>>() <= 48);
+
 type StoreCall<'a> = Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + 'a>>;
 
 impl<'a> Call<'a> {
-    fn new(limiter: &'a RateLimiter, key: &'a str, cost: u64, op: Operation) -> Self {
+    fn new(limiter: &'a RateLimiter, key: &'a str, cost: u32, op: Operation) -> Self {
         Call { limiter, key, cost, op, store: None }
     }
 
@@ -566,7 +571,7 @@ impl<'a> Call<'a> {
     /// caller polling a check inlines only that path.
     #[inline(never)]
     fn first_poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Decision, Error>> {
-        let (limiter, key, cost, op) = (self.limiter, self.key, self.cost, self.op);
+        let (limiter, key, cost, op) = (self.limiter, self.key, u64::from(self.cost), self.op);
         match limiter.decide_at_once_or_invalid(key, cost, op) {
             Ok(result) => Poll::Ready(result),
             Err((now, set)) => {
@@ -585,7 +590,7 @@ impl Future for Call<'_> {
         if let Some(store) = &mut this.store {
             return store.as_mut().poll(cx);
         }
-        if let Some(decision) = this.limiter.decide_single(this.key, this.cost, this.op) {
+        if let Some(decision) = this.limiter.decide_single(this.key, u64::from(this.cost), this.op) {
             return Poll::Ready(Ok(decision));
         }
         this.first_poll(cx)
