@@ -29,6 +29,10 @@
 //! # }
 //! ```
 //!
+//! Where no I/O is needed — always on the in-memory store —
+//! [`RateLimiter::check_now`] answers without a future, for code that cannot
+//! wait (a tonic interceptor) and as the cheapest check.
+//!
 //! ## Features
 //!
 //! | feature | default | what it adds |
