@@ -38,7 +38,7 @@ use crate::decision::{Decision, PolicyDecision, PolicyRef, Source};
 use crate::error::{BuildError, Error};
 use crate::metrics::{Metrics, Outcome as Counted, PolicyMetrics};
 use crate::quota::{Algorithm, OnStoreError, Policy};
-use crate::store::{MemoryStore, Operation, Store, StoreError, StoreErrorKind, StoreKey, StoreRequest};
+use crate::store::{MemoryStore, Namespace, Operation, Store, StoreError, StoreErrorKind, StoreKey, StoreRequest};
 
 /// A rate limiter: named policies checked together against one store.
 ///
@@ -75,6 +75,7 @@ struct Single {
     policy: Policy,
     params: Params,
     policy_ref: PolicyRef,
+    namespace: Namespace,
 }
 
 /// Policies with their counters, side by side.
@@ -85,18 +86,21 @@ struct PolicySet {
     params: Box<[Params]>,
     /// Each policy as decisions refer to it.
     refs: Box<[PolicyRef]>,
+    /// Each policy as the in-memory store knows its states.
+    namespaces: Box<[Namespace]>,
     /// Each [`OnStoreError::Local`] policy as the fallback decides it: its
     /// quota divided among the instances, under GCRA (in the set's order).
     local: Box<[Policy]>,
     local_params: Box<[Params]>,
     local_refs: Box<[PolicyRef]>,
+    local_namespaces: Box<[Namespace]>,
     metrics: Box<[PolicyMetrics]>,
 }
 
 impl PolicySet {
     /// `fallback`: whether the store can fail, so that the fallback's
     /// policies are interned too (a store that cannot fail never uses them).
-    fn new(policies: Vec<Policy>, instances: NonZeroU32, fallback: bool) -> Self {
+    fn new(prefix: &Arc<str>, policies: Vec<Policy>, instances: NonZeroU32, fallback: bool) -> Self {
         let metrics = policies.iter().map(PolicyMetrics::new).collect();
         let params = policies.iter().map(Params::from_policy).collect();
         let refs = policies.iter().map(|p| PolicyRef::interned(&p.name, p.quota, p.algorithm)).collect();
@@ -118,7 +122,19 @@ impl PolicySet {
                 false => PolicyRef::shared(&p.name, p.quota, p.algorithm),
             })
             .collect();
-        PolicySet { policies: policies.into(), params, refs, local: local.into(), local_params, local_refs, metrics }
+        let namespaces = policies.iter().map(|p| Namespace::new(prefix, p)).collect();
+        let local_namespaces = local.iter().map(|p| Namespace::new(prefix, p)).collect();
+        PolicySet {
+            policies: policies.into(),
+            params,
+            refs,
+            namespaces,
+            local: local.into(),
+            local_params,
+            local_refs,
+            local_namespaces,
+            metrics,
+        }
     }
 }
 
@@ -321,16 +337,17 @@ impl RateLimiter {
     #[inline(always)]
     fn decide_single(&self, key: &str, cost: u64, op: Operation) -> Option<Decision> {
         let inner = &*self.inner;
-        let (Some(Single { memory, policy, params, policy_ref: r }), false) = (&inner.single, key.is_empty()) else {
+        let (Some(Single { memory, policy, params, policy_ref: r, namespace }), false) =
+            (&inner.single, key.is_empty())
+        else {
             return None;
         };
-        let key = StoreKey { prefix: &inner.prefix, key };
-        let outcome = memory.decide_one(key, policy, params, cost, op);
+        let outcome = memory.decide_one(key, namespace, params, cost, op);
         if op == Operation::Consume {
             inner.defaults.metrics[0].decision(counted(outcome.allowed), Source::Store);
             if !outcome.allowed {
                 let retry_after = outcome.retry_after.map(Duration::from_micros);
-                self.log_denied(key.key, &[policy.name()], retry_after);
+                self.log_denied(key, &[policy.name()], retry_after);
             }
         }
         Some(Decision::one(policy_decision(r, &outcome, Source::Store)))
@@ -388,7 +405,8 @@ impl RateLimiter {
         let inner = &*self.inner;
         let policies = &*set.policies;
         let storage_key = StoreKey { prefix: &inner.prefix, key };
-        let request = StoreRequest { key: storage_key, policies, params: &set.params, cost, op };
+        let request =
+            StoreRequest { key: storage_key, policies, namespaces: &set.namespaces, params: &set.params, cost, op };
         let permit = inner.breaker.permit(now);
         let result = match permit {
             Permit::Skip => Err(None),
@@ -458,8 +476,8 @@ impl RateLimiter {
         let policies = &*set.policies;
         let inner = &*self.inner;
         let storage_key = StoreKey { prefix: &inner.prefix, key };
-        let decision = if let ([policy], [params], [r]) = (policies, &*set.params, &*set.refs) {
-            let outcome = inner.memory.as_ref()?.decide_one(storage_key, policy, params, cost, op);
+        let decision = if let ([params], [r], [namespace]) = (&*set.params, &*set.refs, &*set.namespaces) {
+            let outcome = inner.memory.as_ref()?.decide_one(key, namespace, params, cost, op);
             Decision::one(policy_decision(r, &outcome, Source::Store))
         } else {
             thread_local! {
@@ -468,7 +486,14 @@ impl RateLimiter {
             SCRATCH.with(|scratch| {
                 let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
                 let outcomes = &mut *scratch;
-                let request = StoreRequest { key: storage_key, policies, params: &set.params, cost, op };
+                let request = StoreRequest {
+                    key: storage_key,
+                    policies,
+                    namespaces: &set.namespaces,
+                    params: &set.params,
+                    cost,
+                    op,
+                };
                 if !inner.store.apply_now(request, outcomes) || outcomes.len() != policies.len() {
                     return None;
                 }
@@ -525,7 +550,14 @@ impl RateLimiter {
         }
         let mut local_outcomes = inner
             .local
-            .decide(StoreRequest { key: storage_key, policies: &set.local, params: &set.local_params, cost, op })
+            .decide(StoreRequest {
+                key: storage_key,
+                policies: &set.local,
+                namespaces: &set.local_namespaces,
+                params: &set.local_params,
+                cost,
+                op,
+            })
             .into_iter()
             .zip(&*set.local_refs);
         let mut decisions = Vec::with_capacity(policies.len());
@@ -683,26 +715,30 @@ impl RateLimiterBuilder {
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::with_shared_clock(clock.clone())));
         let memory = store.as_memory().cloned();
         let cooldown = self.breaker_cooldown.as_micros() as u64;
-        let defaults = PolicySet::new(self.policies, self.instances, memory.is_none());
-        let single = match (&memory, &*defaults.policies, &*defaults.params, &*defaults.refs) {
-            (Some(memory), [policy], [params], [policy_ref]) if self.overrides.is_empty() => Some(Single {
-                memory: memory.clone(),
-                policy: policy.clone(),
-                params: *params,
-                policy_ref: policy_ref.clone(),
-            }),
+        let prefix: Arc<str> = self.prefix.into();
+        let defaults = PolicySet::new(&prefix, self.policies, self.instances, memory.is_none());
+        let single = match (&memory, &*defaults.policies, &*defaults.params, &*defaults.refs, &*defaults.namespaces) {
+            (Some(memory), [policy], [params], [policy_ref], [namespace]) if self.overrides.is_empty() => {
+                Some(Single {
+                    memory: memory.clone(),
+                    policy: policy.clone(),
+                    params: *params,
+                    policy_ref: policy_ref.clone(),
+                    namespace: namespace.clone(),
+                })
+            }
             _ => None,
         };
         Ok(RateLimiter {
             inner: Arc::new(LimiterInner {
                 single,
-                prefix: self.prefix.into(),
                 defaults,
                 overrides: self
                     .overrides
                     .into_iter()
-                    .map(|(k, v)| (k, PolicySet::new(v, self.instances, memory.is_none())))
+                    .map(|(k, v)| (k, PolicySet::new(&prefix, v, self.instances, memory.is_none())))
                     .collect(),
+                prefix,
                 store,
                 memory,
                 local: MemoryStore::with_shared_clock(clock.clone()),

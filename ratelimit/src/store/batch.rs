@@ -335,7 +335,14 @@ mod tests {
         policies: &'a [Policy],
         params: &'a [Params],
     ) -> StoreRequest<'a> {
-        StoreRequest { key: StoreKey { prefix, key }, policies, params, cost: 1, op: Operation::Consume }
+        StoreRequest {
+            key: StoreKey { prefix, key },
+            policies,
+            namespaces: &[],
+            params,
+            cost: 1,
+            op: Operation::Consume,
+        }
     }
 
     /// A key prefix, one policy and its parameters, for [`request`].

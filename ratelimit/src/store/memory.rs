@@ -1,26 +1,28 @@
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_secret;
 
-use super::{Operation, Store, StoreError, StoreFuture, StoreKey, StoreRequest, sealed};
+use super::{Namespace, Operation, Store, StoreError, StoreFuture, StoreRequest, sealed};
 use crate::algorithm::{self, Outcome, Params, State};
 use crate::clock::{Clock, SharedClock, SystemClock};
-use crate::quota::Policy;
 
 /// Counters in process memory: for a single instance, tests, and the
 /// fallback when Redis fails. Runs the same algorithms as the Redis script.
 ///
-/// Sharded maps behind short mutexes. Each key is hashed once per decision
-/// (XXH3 with a secret drawn at random for each store, so clients cannot aim
-/// collisions) and looked up once, and a decision allocates nothing but a new
-/// key's entry. A key's state is forgotten once its quota is whole again,
-/// swept incrementally (amortised O(1) per call), so memory is bounded by the
-/// keys active within their policies' periods. A decision holds its shard's
-/// lock from read to write, so one key never admits more than its quota
-/// however many threads share it. Clones share the counters.
+/// Sharded hash tables behind short mutexes. Each key is hashed once per
+/// decision (XXH3 with a secret drawn at random for each store, so clients
+/// cannot aim collisions) and looked up once per policy, and a decision
+/// allocates nothing but a new long key's bytes. A key's state under one
+/// policy fills one 64-byte slot, a cache line of its own: the key's bytes
+/// inline up to 22 bytes, the policy, the state and its expiry. A state is
+/// forgotten once its quota is whole again, swept incrementally (amortised
+/// O(1) per call), so memory is bounded by the keys active within their
+/// policies' periods. A decision holds its shard's lock from read to write
+/// (all of a key's policies live in one shard), so one key never admits more
+/// than its quota however many threads share it. Clones share the counters.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -45,60 +47,89 @@ impl std::fmt::Debug for Inner {
 #[repr(align(128))]
 struct PaddedShard(Mutex<Shard>);
 
-/// The map is keyed by the key's 64-bit keyed hash, computed once per call;
-/// the rare keys sharing a hash share a bucket and are told apart by name.
+/// The states of the keys whose hash picks this shard, in a table hashed by
+/// the key's 64-bit keyed hash alone: a key's states under several policies
+/// sit side by side, told apart by their namespace (as the rare keys sharing
+/// a hash are by their bytes).
 #[derive(Debug)]
 struct Shard {
-    map: Map,
+    table: HashTable<Slot>,
     ops_since_sweep: usize,
-    /// No entry expires before this (a lower bound: entries' expiry times
+    /// No state expires before this (a lower bound: states' expiry times
     /// only grow), so a sweep that could free nothing is not started.
     next_expiry: u64,
 }
 
 impl Default for Shard {
     fn default() -> Self {
-        Shard { map: Map::default(), ops_since_sweep: 0, next_expiry: u64::MAX }
+        Shard { table: HashTable::new(), ops_since_sweep: 0, next_expiry: u64::MAX }
     }
 }
 
-type Map = HashMap<u64, Bucket, BuildHasherDefault<HashIsKey>>;
+/// One key's state under one policy: exactly one cache line.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Slot {
+    key: KeyBytes,
+    namespace: Namespace,
+    expires_at: u64,
+    state: PackedState,
+}
 
-/// Feeds an already-hashed `u64` through unchanged.
-#[derive(Debug, Default)]
-struct HashIsKey(u64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
-impl Hasher for HashIsKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// A [`State`] in 17 bytes: GCRA's time stamp in `a`; a window's number in
+/// `a` and its two counts (each at most the policy's `u32` limit) in `b`.
+#[derive(Debug, Clone, Copy)]
+struct PackedState {
+    a: u64,
+    b: u64,
+    window: bool,
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+impl PackedState {
+    #[inline(always)]
+    fn pack(state: State) -> Self {
+        match state {
+            State::Gcra { tat } => PackedState { a: tat, b: 0, window: false },
+            State::Window { index, current, previous } => {
+                let count = |n: u64| n.min(u64::from(u32::MAX));
+                PackedState { a: index, b: count(current) | count(previous) << 32, window: true }
+            }
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    #[inline(always)]
+    fn unpack(self) -> State {
+        if self.window {
+            State::Window { index: self.a, current: self.b & u64::from(u32::MAX), previous: self.b >> 32 }
+        } else {
+            State::Gcra { tat: self.a }
+        }
     }
 }
 
-/// One key's states, one per policy.
-#[derive(Debug)]
-struct Entry {
-    /// The limiter's prefix (a clone of its `Arc`: several limiters may share a store).
-    prefix: Arc<str>,
-    key: KeyBytes,
-    expires_at: u64,
-    /// The first policy's state inline (most limiters have one policy), the others after it.
-    first: Option<(Arc<str>, State)>,
-    others: Spill<(Arc<str>, State)>,
+impl Slot {
+    /// Whether this is `key`'s state under `namespace`.
+    #[inline(always)]
+    fn is(&self, key: &str, namespace: &Namespace) -> bool {
+        same_bytes(self.key.as_bytes(), key.as_bytes()) && self.namespace.is(namespace)
+    }
+
+    #[inline(always)]
+    fn state(&self) -> State {
+        self.state.unpack()
+    }
+
+    #[inline(always)]
+    fn set(&mut self, state: State, expires_at: u64) {
+        self.state = PackedState::pack(state);
+        self.expires_at = self.expires_at.max(expires_at);
+    }
 }
 
 /// A key's bytes: up to 22 inline (IPv4 addresses, most API keys), so that
-/// comparing them reads the map's slot and no other cache line; longer ones
-/// on the heap.
+/// comparing them reads the slot's line and no other; longer ones on the heap.
 #[derive(Debug)]
 enum KeyBytes {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
@@ -128,67 +159,6 @@ impl KeyBytes {
     }
 }
 
-/// The rare overflow of an inline slot: a pointer while empty, so that the
-/// map's slots stay small (fewer cache lines per look-up).
-#[derive(Debug)]
-#[allow(clippy::box_collection)] // the point: one word in the slot instead of a `Vec`'s three
-struct Spill<T>(Option<Box<Vec<T>>>);
-
-impl<T> Default for Spill<T> {
-    fn default() -> Self {
-        Spill(None)
-    }
-}
-
-impl<T> Spill<T> {
-    fn as_slice(&self) -> &[T] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [T] {
-        self.0.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, T> {
-        self.as_slice().iter()
-    }
-
-    fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
-        self.as_mut_slice().iter_mut()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn push(&mut self, item: T) -> &mut T {
-        let items = self.0.get_or_insert_with(Box::default);
-        items.push(item);
-        items.last_mut().expect("just pushed")
-    }
-
-    fn pop(&mut self) -> Option<T> {
-        let item = self.0.as_mut()?.pop();
-        if self.is_empty() {
-            self.0 = None;
-        }
-        item
-    }
-
-    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
-        if let Some(items) = &mut self.0 {
-            items.retain(keep);
-            if items.is_empty() {
-                self.0 = None;
-            }
-        }
-    }
-}
-
 /// The size of XXH3's default secret (it needs at least 136 bytes).
 const SECRET_SIZE: usize = 192;
 
@@ -213,81 +183,93 @@ impl MemoryStore {
         }
     }
 
-    /// Keys currently holding state (approximate: expired keys not yet swept count).
+    /// States currently held: one per key and policy (approximate: expired
+    /// states not yet swept count).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.0.lock().map.values().map(Bucket::len).sum::<usize>()).sum()
+        self.inner.shards.iter().map(|s| s.0.lock().table.len()).sum()
     }
 
-    /// Whether no key holds state.
+    /// Whether no state is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    #[inline(always)]
+    fn hash(&self, key: &[u8]) -> u64 {
+        xxh3_64_with_secret(key, &self.inner.secret)
     }
 
     /// The key's hash and its shard, locked, swept if its turn has come.
     #[inline(always)]
     fn shard(&self, key: &str, now: u64) -> (u64, parking_lot::MutexGuard<'_, Shard>) {
-        let hash = xxh3_64_with_secret(key.as_bytes(), &self.inner.secret);
-        // The high bits pick the shard; the map uses the whole hash.
+        let hash = self.hash(key.as_bytes());
+        // The high bits pick the shard; the table uses the whole hash.
         let index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
         let mut shard = self.inner.shards[index].0.lock();
         shard.sweep(now);
         (hash, shard)
     }
 
-    /// Decides for a limiter of one policy: one look-up, the state updated in place.
+    /// Adds a state (the key has none under `namespace`).
+    #[inline]
+    fn insert(
+        &self,
+        table: &mut HashTable<Slot>,
+        hash: u64,
+        key: &str,
+        namespace: &Namespace,
+        state: State,
+        expires_at: u64,
+    ) {
+        let slot =
+            Slot { key: KeyBytes::new(key), namespace: namespace.clone(), expires_at, state: PackedState::pack(state) };
+        table.insert_unique(hash, slot, |s| self.hash(s.key.as_bytes()));
+    }
+
+    /// Decides for one policy: one look-up, the state updated in place.
     #[inline(always)]
     pub(crate) fn decide_one(
         &self,
-        key: StoreKey<'_>,
-        policy: &Policy,
+        key: &str,
+        namespace: &Namespace,
         params: &Params,
         cost: u64,
         op: Operation,
     ) -> Outcome {
         let params = *params;
-        // The bare key is hashed (the prefix is the same for most keys of a
-        // store); entries compare prefix and key.
         let now = self.inner.clock.now_micros();
-        let (hash, mut shard) = self.shard(key.key, now);
-        let Shard { map, next_expiry, .. } = &mut *shard;
-        let mut stored = map.get_mut(&hash).and_then(|b| b.find_mut(&key));
+        let (hash, mut shard) = self.shard(key, now);
+        let Shard { table, next_expiry, .. } = &mut *shard;
         match op {
             Operation::Consume => {
-                // A known key under GCRA: its time stamp read and written in place.
-                if let (Params::Gcra { t, burst, per_t }, Some(entry)) = (params, stored.as_deref_mut())
-                    && let Some(State::Gcra { tat }) = entry.slot(&policy.name)
-                {
-                    let e = algorithm::gcra(t, burst, per_t, *tat, now, cost);
+                if let Some(slot) = table.find_mut(hash, |s| s.is(key, namespace)) {
+                    // A known key under GCRA: its time stamp read and written in place.
+                    if let (Params::Gcra { t, burst, per_t }, false) = (params, slot.state.window) {
+                        let e = algorithm::gcra(t, burst, per_t, slot.state.a, now, cost);
+                        if e.outcome.allowed {
+                            slot.state.a = e.expires_at;
+                            slot.expires_at = slot.expires_at.max(e.expires_at);
+                        }
+                        return e.outcome;
+                    }
+                    let e = algorithm::evaluate(params, Some(slot.state()), now, cost);
                     if e.outcome.allowed {
-                        *tat = e.expires_at;
-                        entry.expires_at = entry.expires_at.max(e.expires_at);
+                        slot.set(e.next, e.expires_at);
                     }
                     return e.outcome;
                 }
-                let e = algorithm::evaluate(params, stored.as_deref().and_then(|e| e.state(&policy.name)), now, cost);
+                let e = algorithm::evaluate(params, None, now, cost);
                 if e.outcome.allowed {
-                    match stored {
-                        Some(entry) => entry.store(&policy.name, e.next, e.expires_at),
-                        None => insert(map, hash, &key).store(&policy.name, e.next, e.expires_at),
-                    }
+                    self.insert(table, hash, key, namespace, e.next, e.expires_at);
                     *next_expiry = (*next_expiry).min(e.expires_at);
                 }
                 e.outcome
             }
             Operation::Peek => {
-                algorithm::evaluate(params, stored.as_deref().and_then(|e| e.state(&policy.name)), now, cost).outcome
+                let state = table.find(hash, |s| s.is(key, namespace)).map(Slot::state);
+                algorithm::evaluate(params, state, now, cost).outcome
             }
-            Operation::Refund => {
-                let Some(entry) = stored else {
-                    return algorithm::evaluate(params, None, now, 0).outcome;
-                };
-                let state = algorithm::refund(params, entry.state(&policy.name), now, cost);
-                entry.replace(&policy.name, state);
-                if entry.is_empty() {
-                    remove(map, hash, &key);
-                }
-                algorithm::evaluate(params, state, now, 0).outcome
-            }
+            Operation::Refund => refund(table, hash, key, namespace, params, now, cost),
         }
     }
 
@@ -299,42 +281,31 @@ impl MemoryStore {
 
     fn decide_into(&self, request: StoreRequest<'_>, outcomes: &mut Vec<Outcome>) {
         outcomes.clear();
-        if let ([policy], [params]) = (request.policies, request.params) {
-            outcomes.push(self.decide_one(request.key, policy, params, request.cost, request.op));
+        let key = request.key.key;
+        if let ([params], [namespace]) = (request.params, request.namespaces) {
+            outcomes.push(self.decide_one(key, namespace, params, request.cost, request.op));
             return;
         }
         let now = self.inner.clock.now_micros();
-        let (hash, mut shard) = self.shard(request.key.key, now);
-        let Shard { map, next_expiry, .. } = &mut *shard;
-        let policies = || request.policies.iter().zip(request.params.iter().copied());
+        let (hash, mut shard) = self.shard(key, now);
+        let Shard { table, next_expiry, .. } = &mut *shard;
+        let policies = || request.params.iter().copied().zip(request.namespaces);
+        let state_of = |table: &HashTable<Slot>, namespace| table.find(hash, |s| s.is(key, namespace)).map(Slot::state);
 
-        // One lookup: the entry is read, and written in place when admitted.
-        let mut stored = map.get_mut(&hash).and_then(|b| b.find_mut(&request.key));
         if request.op == Operation::Refund {
-            let Some(entry) = stored else {
-                outcomes.extend(policies().map(|(_, params)| algorithm::evaluate(params, None, now, 0).outcome));
-                return;
-            };
-            for (policy, params) in policies() {
-                let state = algorithm::refund(params, entry.state(&policy.name), now, request.cost);
-                outcomes.push(algorithm::evaluate(params, state, now, 0).outcome);
-                entry.replace(&policy.name, state);
-            }
-            if entry.is_empty() {
-                remove(map, hash, &request.key);
+            for (params, namespace) in policies() {
+                outcomes.push(refund(table, hash, key, namespace, params, now, request.cost));
             }
             return;
         }
-
-        let state_of = |stored: &Option<&mut Entry>, name: &Arc<str>| stored.as_deref().and_then(|e| e.state(name));
-        for (policy, params) in policies() {
-            outcomes.push(algorithm::evaluate(params, state_of(&stored, &policy.name), now, request.cost).outcome);
+        for (params, namespace) in policies() {
+            outcomes.push(algorithm::evaluate(params, state_of(table, namespace), now, request.cost).outcome);
         }
         if !outcomes.iter().all(|o| o.allowed) {
             // Nothing is charged: policies that would admit report their untouched state.
-            for ((policy, params), outcome) in policies().zip(outcomes.iter_mut()) {
+            for ((params, namespace), outcome) in policies().zip(outcomes.iter_mut()) {
                 if outcome.allowed {
-                    *outcome = algorithm::evaluate(params, state_of(&stored, &policy.name), now, 0).outcome;
+                    *outcome = algorithm::evaluate(params, state_of(table, namespace), now, 0).outcome;
                 }
             }
             return;
@@ -342,166 +313,42 @@ impl MemoryStore {
         if request.op != Operation::Consume {
             return;
         }
-        let entry = match stored.take() {
-            Some(entry) => entry,
-            None => insert(map, hash, &request.key),
-        };
-        for (policy, params) in policies() {
-            let e = algorithm::evaluate(params, entry.state(&policy.name), now, request.cost);
-            entry.store(&policy.name, e.next, e.expires_at);
-            *next_expiry = (*next_expiry).min(e.expires_at);
-        }
-    }
-}
-
-/// Adds a key without state (the caller stores its states at once).
-fn insert<'m>(map: &'m mut Map, hash: u64, key: &StoreKey<'_>) -> &'m mut Entry {
-    let entry = Entry {
-        prefix: key.prefix.clone(),
-        key: KeyBytes::new(key.key),
-        expires_at: 0,
-        first: None,
-        others: Spill::default(),
-    };
-    match map.entry(hash) {
-        std::collections::hash_map::Entry::Occupied(bucket) => bucket.into_mut().push(entry),
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            &mut slot.insert(Bucket { first: entry, others: Spill::default() }).first
-        }
-    }
-}
-
-/// Forgets a key.
-fn remove(map: &mut Map, hash: u64, key: &StoreKey<'_>) {
-    if let Some(bucket) = map.get_mut(&hash)
-        && bucket.remove(key)
-    {
-        map.remove(&hash);
-    }
-}
-
-/// The keys sharing one 64-bit hash: almost always exactly one, kept inline.
-#[derive(Debug)]
-struct Bucket {
-    first: Entry,
-    others: Spill<Entry>,
-}
-
-impl Bucket {
-    #[inline(always)]
-    fn find_mut(&mut self, key: &StoreKey<'_>) -> Option<&mut Entry> {
-        if self.first.is(key) {
-            return Some(&mut self.first);
-        }
-        self.others.iter_mut().find(|e| e.is(key))
-    }
-
-    fn push(&mut self, entry: Entry) -> &mut Entry {
-        self.others.push(entry)
-    }
-
-    /// Removes `key`; `true` when the bucket is left empty.
-    fn remove(&mut self, key: &StoreKey<'_>) -> bool {
-        if self.first.is(key) {
-            match self.others.pop() {
-                Some(last) => self.first = last,
-                None => return true,
-            }
-        } else {
-            self.others.retain(|e| !e.is(key));
-        }
-        false
-    }
-
-    /// Keeps the entries alive at `now`; `true` when the bucket is left empty.
-    fn sweep(&mut self, now: u64) -> bool {
-        if !self.others.is_empty() {
-            self.others.retain(|e| e.expires_at > now);
-        }
-        if self.first.expires_at <= now {
-            match self.others.pop() {
-                Some(last) => self.first = last,
-                None => return true,
-            }
-        }
-        false
-    }
-
-    fn len(&self) -> usize {
-        1 + self.others.len()
-    }
-
-    fn next_expiry(&self) -> u64 {
-        self.others.iter().map(|e| e.expires_at).fold(self.first.expires_at, u64::min)
-    }
-}
-
-impl Entry {
-    /// Whether this is `key`'s entry: the prefix by pointer first (the entry
-    /// holds its limiter's `Arc`, so no other prefix can sit at that
-    /// address), by bytes otherwise.
-    #[inline(always)]
-    fn is(&self, key: &StoreKey<'_>) -> bool {
-        same_bytes(self.key.as_bytes(), key.key.as_bytes())
-            && (std::ptr::addr_eq(Arc::as_ptr(&self.prefix), Arc::as_ptr(key.prefix)) || *self.prefix == **key.prefix)
-    }
-
-    #[inline]
-    fn state(&self, name: &Arc<str>) -> Option<State> {
-        let same = |n: &Arc<str>| Arc::ptr_eq(n, name) || **n == **name;
-        match &self.first {
-            Some((n, state)) if same(n) => Some(*state),
-            _ => self.others.iter().find(|(n, _)| same(n)).map(|(_, s)| *s),
-        }
-    }
-
-    #[inline(always)]
-    fn slot(&mut self, name: &Arc<str>) -> Option<&mut State> {
-        let same = |n: &Arc<str>| Arc::ptr_eq(n, name) || **n == **name;
-        match &mut self.first {
-            Some((n, state)) if same(n) => Some(state),
-            _ => self.others.iter_mut().find(|(n, _)| same(n)).map(|(_, s)| s),
-        }
-    }
-
-    #[inline]
-    fn store(&mut self, name: &Arc<str>, state: State, expires_at: u64) {
-        self.expires_at = self.expires_at.max(expires_at);
-        match self.slot(name) {
-            Some(slot) => *slot = state,
-            None => self.add(name, state),
-        }
-    }
-
-    /// Adds a policy's first state.
-    #[cold]
-    fn add(&mut self, name: &Arc<str>, state: State) {
-        if self.first.is_none() {
-            self.first = Some((name.clone(), state));
-        } else {
-            self.others.push((name.clone(), state));
-        }
-    }
-
-    /// Sets or forgets (`None`) one policy's state.
-    fn replace(&mut self, name: &Arc<str>, state: Option<State>) {
-        match (self.slot(name), state) {
-            (Some(slot), Some(state)) => *slot = state,
-            (None, Some(state)) => self.store(name, state, 0),
-            (None, None) => {}
-            (Some(_), None) => {
-                if matches!(&self.first, Some((n, _)) if Arc::ptr_eq(n, name) || **n == **name) {
-                    self.first = self.others.pop();
-                } else {
-                    self.others.retain(|(n, _)| !(Arc::ptr_eq(n, name) || **n == **name));
+        for (params, namespace) in policies() {
+            match table.find_mut(hash, |s| s.is(key, namespace)) {
+                Some(slot) => {
+                    let e = algorithm::evaluate(params, Some(slot.state()), now, request.cost);
+                    slot.set(e.next, e.expires_at);
+                }
+                None => {
+                    let e = algorithm::evaluate(params, None, now, request.cost);
+                    self.insert(table, hash, key, namespace, e.next, e.expires_at);
+                    *next_expiry = (*next_expiry).min(e.expires_at);
                 }
             }
         }
     }
+}
 
-    fn is_empty(&self) -> bool {
-        self.first.is_none() && self.others.is_empty()
+/// Gives `cost` units back to one policy's state (forgotten when whole) and
+/// answers as a peek of cost 0.
+fn refund(
+    table: &mut HashTable<Slot>,
+    hash: u64,
+    key: &str,
+    namespace: &Namespace,
+    params: Params,
+    now: u64,
+    cost: u64,
+) -> Outcome {
+    let Ok(mut slot) = table.find_entry(hash, |s| s.is(key, namespace)) else {
+        return algorithm::evaluate(params, None, now, 0).outcome;
+    };
+    let state = algorithm::refund(params, Some(slot.get().state()), now, cost);
+    match state {
+        Some(state) => slot.get_mut().state = PackedState::pack(state),
+        None => drop(slot.remove()),
     }
+    algorithm::evaluate(params, state, now, 0).outcome
 }
 
 /// `a == b`, with keys of 4 to 32 bytes (IP addresses, most API keys)
@@ -526,12 +373,12 @@ impl Default for MemoryStore {
 }
 
 impl Shard {
-    /// Drops expired keys once as many calls as there are keys have passed,
-    /// if a key may have expired.
+    /// Drops expired states once as many calls as there are states have
+    /// passed, if a state may have expired.
     #[inline]
     fn sweep(&mut self, now: u64) {
         self.ops_since_sweep += 1;
-        if self.ops_since_sweep > self.map.len().max(64) && now >= self.next_expiry {
+        if self.ops_since_sweep > self.table.len().max(64) && now >= self.next_expiry {
             self.sweep_now(now);
         }
     }
@@ -540,12 +387,12 @@ impl Shard {
     fn sweep_now(&mut self, now: u64) {
         self.ops_since_sweep = 0;
         let mut next_expiry = u64::MAX;
-        self.map.retain(|_, bucket| {
-            let empty = bucket.sweep(now);
-            if !empty {
-                next_expiry = next_expiry.min(bucket.next_expiry());
+        self.table.retain(|slot| {
+            let live = slot.expires_at > now;
+            if live {
+                next_expiry = next_expiry.min(slot.expires_at);
             }
-            !empty
+            live
         });
         self.next_expiry = next_expiry;
     }
@@ -578,7 +425,7 @@ impl sealed::Backend for MemoryStore {
 mod tests {
     use super::*;
     use crate::clock::FakeClock;
-    use crate::quota::Quota;
+    use crate::quota::{Algorithm, Policy, Quota};
     use std::num::NonZeroU32;
     use std::time::Duration;
 
@@ -599,7 +446,72 @@ mod tests {
     }
 
     fn one(store: &MemoryStore, prefix: &Arc<str>, key: &str, policy: &Policy, op: Operation) -> Outcome {
-        store.decide_one(StoreKey { prefix, key }, policy, &Params::from_policy(policy), 1, op)
+        store.decide_one(key, &Namespace::new(prefix, policy), &Params::from_policy(policy), 1, op)
+    }
+
+    #[test]
+    fn window_states_pack_and_unpack_whole() {
+        for state in [
+            State::Gcra { tat: 0 },
+            State::Gcra { tat: u64::MAX },
+            State::Window { index: 0, current: 0, previous: 0 },
+            State::Window { index: u64::MAX, current: u64::from(u32::MAX), previous: 1 },
+            State::Window { index: 7, current: 1, previous: u64::from(u32::MAX) },
+        ] {
+            assert_eq!(PackedState::pack(state).unpack(), state);
+        }
+    }
+
+    #[test]
+    fn namespaces_keep_prefixes_and_policies_apart_and_equal_ones_together() {
+        let store = MemoryStore::with_clock(FakeClock::new());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("rl:a:"), Arc::from("rl:b:"));
+        let p = Policy::new("p", Quota::per_hour(NonZeroU32::new(2).expect("2")));
+        let q = Policy::new("q", Quota::per_hour(NonZeroU32::new(2).expect("2")));
+        let decide = |ns: &Namespace| store.decide_one("k", ns, &Params::from_policy(&p), 1, Operation::Consume);
+        let (ap, bp, aq) = (Namespace::new(&a, &p), Namespace::new(&b, &p), Namespace::new(&a, &q));
+        // Another limiter's namespace for the same prefix and policy name: made apart, equal in names.
+        let ap_twin = Namespace::new(&Arc::from("rl:a:"), &p);
+        assert_eq!(decide(&ap).remaining, 1);
+        assert_eq!(decide(&bp).remaining, 1, "another prefix has its own state");
+        assert_eq!(decide(&aq).remaining, 1, "another policy has its own state");
+        assert_eq!(decide(&ap_twin).remaining, 0, "the same prefix and policy share the state");
+        assert!(!decide(&ap).allowed);
+        assert_eq!(store.len(), 3, "one state per key and policy");
+    }
+
+    #[test]
+    fn several_policies_of_one_key_decide_together_and_forget_apart() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let prefix: Arc<str> = Arc::from("rl:t:");
+        let policies = [
+            Policy::new("second", Quota::per_second(NonZeroU32::new(2).expect("2"))),
+            Policy::new("hour", Quota::per_hour(NonZeroU32::new(3).expect("3"))).algorithm(Algorithm::FixedWindow),
+        ];
+        let params: Vec<Params> = policies.iter().map(Params::from_policy).collect();
+        let namespaces: Vec<Namespace> = policies.iter().map(|p| Namespace::new(&prefix, p)).collect();
+        let decide = |op| {
+            store.decide(StoreRequest {
+                key: super::super::StoreKey { prefix: &prefix, key: "k" },
+                policies: &policies,
+                namespaces: &namespaces,
+                params: &params,
+                cost: 1,
+                op,
+            })
+        };
+        let remaining = |outcomes: &[Outcome]| outcomes.iter().map(|o| (o.allowed, o.remaining)).collect::<Vec<_>>();
+        assert_eq!(remaining(&decide(Operation::Consume)), [(true, 1), (true, 2)]);
+        assert_eq!(remaining(&decide(Operation::Consume)), [(true, 0), (true, 1)]);
+        // Refused by "second": "hour" is not charged and reports its state.
+        assert_eq!(remaining(&decide(Operation::Consume)), [(false, 0), (true, 1)]);
+        assert_eq!(store.len(), 2);
+        // A second later "second" is whole again and forgotten by a refund; "hour" is kept.
+        clock.advance(std::time::Duration::from_secs(1));
+        assert_eq!(remaining(&decide(Operation::Refund)), [(true, 2), (true, 2)]);
+        assert_eq!(store.len(), 1);
+        assert_eq!(remaining(&decide(Operation::Consume)), [(true, 1), (true, 1)]);
     }
 
     #[test]

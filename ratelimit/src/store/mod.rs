@@ -65,12 +65,41 @@ impl StoreKey<'_> {
     }
 }
 
+/// A limiter's policy as the in-memory store knows its states: the prefix
+/// and the policy's name, behind one pointer (a state's slot holds a
+/// clone). Made once per limiter and policy when the limiter is built;
+/// limiters sharing a store, a prefix and a policy name share its states,
+/// told apart from others by pointer first and by name otherwise.
+#[derive(Debug, Clone)]
+pub(crate) struct Namespace(Arc<NamespaceNames>);
+
+#[derive(Debug)]
+struct NamespaceNames {
+    prefix: Arc<str>,
+    name: Arc<str>,
+}
+
+impl Namespace {
+    pub(crate) fn new(prefix: &Arc<str>, policy: &Policy) -> Self {
+        Namespace(Arc::new(NamespaceNames { prefix: prefix.clone(), name: policy.name.clone() }))
+    }
+
+    /// Whether both name the same prefix and policy.
+    #[inline(always)]
+    pub(crate) fn is(&self, other: &Namespace) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || (self.0.prefix == other.0.prefix && self.0.name == other.0.name)
+    }
+}
+
 /// One call to a store.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreRequest<'a> {
     /// `prefix{key}`; the store appends `:policy` per policy.
     pub(crate) key: StoreKey<'a>,
     pub(crate) policies: &'a [Policy],
+    /// Each policy's namespace under the limiter's prefix (read by the
+    /// in-memory store; may be empty for any other).
+    pub(crate) namespaces: &'a [Namespace],
     /// `policies`' parameters, computed once when the limiter was built.
     pub(crate) params: &'a [Params],
     pub(crate) cost: u64,
