@@ -43,7 +43,8 @@
 //! | `prometheus` | no | `RateLimiter::register` with `prometheus-client` |
 //!
 //! Without features the crate is the limiter itself: the algorithms, the
-//! in-memory store, parking_lot, quanta, thiserror, tracing and xxhash-rust.
+//! in-memory store, hashbrown, parking_lot, quanta, thiserror, tracing and
+//! xxhash-rust.
 //!
 //! ## Semantics
 //!
