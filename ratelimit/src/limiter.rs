@@ -219,11 +219,14 @@ impl RateLimiter {
     /// when no I/O is needed: always on the in-memory store (the limiter's
     /// whole answer), and on other stores when the blocked-key cache knows
     /// `key` is refused. `None` when the store must be asked; then nothing
-    /// was counted, and [`check`](Self::check) asks it.
+    /// was counted, and [`check`](Self::check) asks it (also while the
+    /// store's circuit breaker is open: `check` then decides by each
+    /// policy's fallback).
     ///
     /// For code that cannot wait (a tonic interceptor, a synchronous
-    /// handler), and the cheapest check: it costs no future and, on the
-    /// in-memory store, no allocation once the key is known.
+    /// handler), and the cheapest check: it costs no future and, for a
+    /// one-policy limiter on the in-memory store, no allocation once the key
+    /// is known.
     ///
     /// ```
     /// use brisk_ratelimit::{Policy, Quota, RateLimiter};
@@ -239,13 +242,30 @@ impl RateLimiter {
     /// ```
     #[inline]
     pub fn check_now(&self, key: &str) -> Option<Result<Decision, Error>> {
-        self.decide_without_waiting(key, 1, Operation::Consume)
+        self.decide_without_waiting(key, 1, Operation::Consume).ok()
     }
 
     /// [`check_now`](Self::check_now) for a request weighing `cost` units.
     #[inline]
     pub fn check_n_now(&self, key: &str, cost: NonZeroU32) -> Option<Result<Decision, Error>> {
-        self.decide_without_waiting(key, u64::from(cost.get()), Operation::Consume)
+        self.decide_without_waiting(key, u64::from(cost.get()), Operation::Consume).ok()
+    }
+
+    /// For the layer: [`check_n_now`](Self::check_n_now)'s answer, or the
+    /// time at which the store must be asked, to hand to
+    /// [`check_n_by_store`](Self::check_n_by_store) (so that nothing looked
+    /// at here is looked at again).
+    #[cfg(feature = "tower")]
+    pub(crate) fn check_n_at_once(&self, key: &str, cost: NonZeroU32) -> Result<Result<Decision, Error>, u64> {
+        self.decide_without_waiting(key, u64::from(cost.get()), Operation::Consume).map_err(|(now, _)| now)
+    }
+
+    /// For the layer: asks the store, after [`check_n_at_once`](Self::check_n_at_once)
+    /// found at `now` that it must.
+    #[cfg(feature = "tower")]
+    pub(crate) async fn check_n_by_store(&self, key: &str, cost: NonZeroU32, now: u64) -> Result<Decision, Error> {
+        let set = self.policy_set(key);
+        self.decide_by_store(key, set, u64::from(cost.get()), Operation::Consume, now).await
     }
 
     /// Checks and counts one request for `key`.
@@ -321,13 +341,18 @@ impl RateLimiter {
     }
 
     /// Decides at once when no I/O is needed: the one-policy in-memory
-    /// limiter inline, any other case out of line. `None` when the store
-    /// must be asked.
+    /// limiter inline, any other case out of line. `Err` when the store must
+    /// be asked: the time and the key's policies.
     #[inline(always)]
-    fn decide_without_waiting(&self, key: &str, cost: u64, op: Operation) -> Option<Result<Decision, Error>> {
+    fn decide_without_waiting(
+        &self,
+        key: &str,
+        cost: u64,
+        op: Operation,
+    ) -> Result<Result<Decision, Error>, (u64, &PolicySet)> {
         match self.decide_single(key, cost, op) {
-            Some(decision) => Some(Ok(decision)),
-            None => self.decide_at_once_or_invalid(key, cost, op).ok(),
+            Some(decision) => Ok(Ok(decision)),
+            None => self.decide_at_once_or_invalid(key, cost, op),
         }
     }
 
@@ -475,7 +500,6 @@ impl RateLimiter {
     fn decide_now(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Option<Decision> {
         let policies = &*set.policies;
         let inner = &*self.inner;
-        let storage_key = StoreKey { prefix: &inner.prefix, key };
         let decision = if let ([params], [r], [namespace]) = (&*set.params, &*set.refs, &*set.namespaces) {
             let outcome = inner.memory.as_ref()?.decide_one(key, namespace, params, cost, op);
             Decision::one(policy_decision(r, &outcome, Source::Store))
@@ -487,7 +511,7 @@ impl RateLimiter {
                 let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
                 let outcomes = &mut *scratch;
                 let request = StoreRequest {
-                    key: storage_key,
+                    key: StoreKey { prefix: &inner.prefix, key },
                     policies,
                     namespaces: &set.namespaces,
                     params: &set.params,

@@ -198,6 +198,56 @@ async fn weighted_requests_and_missing_keys() {
 }
 
 #[tokio::test]
+async fn in_memory_requests_are_counted_when_the_service_is_called() {
+    use tower::{Layer, Service};
+    let clock = FakeClock::new();
+    let l = limiter(&clock, "rl:call:", vec![Policy::new("p", Quota::per_minute(nz(2)))]);
+    let mut service = RateLimitLayer::new(l.clone())
+        .key(HeaderKey::new(http::HeaderName::from_static("x-api-key")))
+        .layer(tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }));
+    let request = || Request::get("/").header("x-api-key", "k").body(Body::empty()).unwrap();
+    // Called, never polled: the in-memory decision is already made and counted.
+    let unpolled = ServiceExt::ready(&mut service).await.unwrap().call(request());
+    drop(unpolled);
+    assert_eq!(l.check_now("k").unwrap().unwrap().remaining(), 0, "the dropped request used a unit");
+    let refused = ServiceExt::ready(&mut service).await.unwrap().call(request()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "30");
+}
+
+#[tokio::test]
+async fn redis_decisions_and_cached_refusals_through_the_layer() {
+    let redis = require!(brisk_testkit::redis().await);
+    let store = RedisStore::builder().timeout(Duration::from_secs(2)).connect(redis.client()).await.unwrap();
+    let clock = FakeClock::new();
+    let l = RateLimiter::builder(brisk_testkit::unique_name("rl:http:"))
+        .policy(Policy::new("deploy", Quota::per_hour(nz(1))))
+        .store(store)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(l.clone()))
+        .layer(peer([192, 0, 2, 1]));
+    // Asked of Redis on the first poll: admitted, then refused.
+    let admitted = send(&app, get_req("/")).await;
+    assert_eq!(admitted.status(), StatusCode::OK);
+    assert_eq!(fields(&admitted, "ratelimit"), [r#""deploy";r=0;t=3600"#]);
+    let refused = send(&app, get_req("/")).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Then answered from the blocked-key cache when the layer is called, with the same fields.
+    let cached = send(&app, get_req("/")).await;
+    assert_eq!(cached.status(), StatusCode::TOO_MANY_REQUESTS);
+    for name in ["retry-after", "ratelimit", "ratelimit-policy"] {
+        assert_eq!(fields(&cached, name), fields(&refused, name), "{name}");
+    }
+    assert_eq!(l.check_now("192.0.2.1").unwrap().unwrap().source(), brisk_ratelimit::Source::BlockedCache);
+}
+
+#[tokio::test]
 async fn fail_closed_answers_503_with_a_problem_body() {
     let mut redis = require!(brisk_testkit::redis().await);
     let store = RedisStore::builder().timeout(Duration::from_millis(500)).connect(redis.client()).await.unwrap();

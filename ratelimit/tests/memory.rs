@@ -255,6 +255,29 @@ fn ready<F: std::future::Future>(f: F) -> F::Output {
 }
 
 #[tokio::test]
+async fn a_state_written_by_another_algorithm_reads_as_none() {
+    // Two limiters sharing a store, a prefix and a policy name, but not the algorithm.
+    let clock = FakeClock::new();
+    let store = brisk_ratelimit::store::MemoryStore::with_clock(clock.clone());
+    let build = |algorithm| {
+        RateLimiter::builder("rl:shared:")
+            .policy(Policy::new("p", Quota::per_minute(nz(3))).algorithm(algorithm))
+            .store(store.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (gcra, window) = (build(Algorithm::Gcra), build(Algorithm::FixedWindow));
+    assert_eq!(window.check("k").await.unwrap().remaining(), 2);
+    assert_eq!(window.check("k").await.unwrap().remaining(), 1);
+    // The window's counts are no GCRA time stamp: GCRA starts afresh, and its stamp is no window.
+    assert_eq!(gcra.check("k").await.unwrap().remaining(), 2);
+    assert_eq!(gcra.peek("k", nz(1)).await.unwrap().remaining(), 1);
+    assert_eq!(window.check("k").await.unwrap().remaining(), 2);
+    assert_eq!(store.len(), 1, "one key, one policy name: one state");
+}
+
+#[tokio::test]
 async fn limiters_sharing_a_memory_store_keep_their_keys_apart() {
     let clock = FakeClock::new();
     let store = brisk_ratelimit::store::MemoryStore::with_clock(clock.clone());

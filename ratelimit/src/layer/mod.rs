@@ -59,6 +59,14 @@
 //!   seconds) of the policy with the fewest units left.
 //!
 //! Policies that failed open (store down) are left out of the fields: their state is unknown.
+//!
+//! # When a request is counted
+//!
+//! When the limiter can decide without I/O (the in-memory store, or a key
+//! its blocked-key cache knows), [`RateLimit`] decides in `call`, as
+//! [`RateLimiter::check_n_now`](crate::RateLimiter::check_n_now) does: a
+//! response future dropped unpolled has still used its quota. Otherwise the
+//! store is asked when the response future is first polled.
 
 mod body;
 mod future;

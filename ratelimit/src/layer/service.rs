@@ -55,13 +55,14 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let key = self.key.extract(&request);
         let cost = NonZeroU32::new(self.cost.cost(&request)).unwrap_or(NonZeroU32::MIN);
-        // Decided here when no I/O is needed (the in-memory store, a known
-        // blocked key): no future to box, no limiter to clone.
-        let check = key.map(|key| match self.limiter.check_n_now(&key, cost) {
-            Some(result) => Check::Decided(result),
-            None => {
+        // Decided here, when the request is called, if no I/O is needed
+        // (the in-memory store, a known blocked key): no future to box, no
+        // limiter to clone. Otherwise the store is asked on the first poll.
+        let check = key.map(|key| match self.limiter.check_n_at_once(&key, cost) {
+            Ok(result) => Check::Decided(result),
+            Err(now) => {
                 let limiter = self.limiter.clone();
-                Check::Waiting(Box::pin(async move { limiter.check_n(&key, cost).await }))
+                Check::Waiting(Box::pin(async move { limiter.check_n_by_store(&key, cost, now).await }))
             }
         });
         ResponseFuture::new(check, inner, request, *self.config)

@@ -14,8 +14,9 @@ use crate::clock::{Clock, SharedClock, SystemClock};
 ///
 /// Sharded hash tables behind short mutexes. Each key is hashed once per
 /// decision (XXH3 with a secret drawn at random for each store, so clients
-/// cannot aim collisions) and looked up once per policy, and a decision
-/// allocates nothing but a new long key's bytes. A key's state under one
+/// cannot aim collisions) and, for one policy, looked up once (a decision of
+/// several policies looks each up again to write, under the same lock), and
+/// a decision allocates nothing but a new long key's bytes. A key's state under one
 /// policy fills one 64-byte slot, a cache line of its own: the key's bytes
 /// inline up to 22 bytes, the policy, the state and its expiry. A state is
 /// forgotten once its quota is whole again, swept incrementally (amortised
@@ -78,8 +79,9 @@ struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
-/// A [`State`] in 17 bytes: GCRA's time stamp in `a`; a window's number in
-/// `a` and its two counts (each at most the policy's `u32` limit) in `b`.
+/// A [`State`] in 17 bytes of data (24 with padding): GCRA's time stamp in
+/// `a`; a window's number in `a` and its two counts (each at most the
+/// policy's `u32` limit) in `b`.
 #[derive(Debug, Clone, Copy)]
 struct PackedState {
     a: u64,
@@ -281,6 +283,7 @@ impl MemoryStore {
 
     fn decide_into(&self, request: StoreRequest<'_>, outcomes: &mut Vec<Outcome>) {
         outcomes.clear();
+        debug_assert_eq!(request.namespaces.len(), request.params.len(), "one namespace per policy");
         let key = request.key.key;
         if let ([params], [namespace]) = (request.params, request.namespaces) {
             outcomes.push(self.decide_one(key, namespace, params, request.cost, request.op));

@@ -47,12 +47,12 @@ pub(crate) enum Operation {
     Refund,
 }
 
-/// A limiter's key in a store: `prefix{key}`, kept in its two parts so the
-/// in-memory store needs no string built per decision.
+/// A limiter's key in a store: `prefix{key}`, kept in its two parts so that
+/// no string is built per decision (the in-memory store reads the bare key;
+/// its policies' namespaces carry the prefix).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreKey<'a> {
-    /// The limiter's prefix, shared: the in-memory store keeps a clone, and
-    /// knows its own entries by pointer before comparing bytes.
+    /// The limiter's prefix.
     pub(crate) prefix: &'a Arc<str>,
     pub(crate) key: &'a str,
 }
