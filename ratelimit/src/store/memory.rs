@@ -20,8 +20,9 @@ use crate::clock::{Clock, SharedClock, SystemClock};
 /// policy fills one 64-byte slot, a cache line of its own: the key's bytes
 /// inline up to 22 bytes, the policy, the state and its expiry. A state is
 /// forgotten once its quota is whole again, swept incrementally (amortised
-/// O(1) per call), so memory is bounded by the keys active within their
-/// policies' periods. A decision holds its shard's lock from read to write
+/// O(1) per call), and a table a sweep leaves under a quarter full shrinks,
+/// so memory follows the keys active within their policies' periods, not a
+/// past peak. A decision holds its shard's lock from read to write
 /// (all of a key's policies live in one shard), so one key never admits more
 /// than its quota however many threads share it. Clones share the counters.
 #[derive(Debug, Clone)]
@@ -196,6 +197,12 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// The slots the shards' tables have room for.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.0.lock().table.capacity()).sum()
+    }
+
     #[inline(always)]
     fn hash(&self, key: &[u8]) -> u64 {
         xxh3_64_with_secret(key, &self.inner.secret)
@@ -208,7 +215,7 @@ impl MemoryStore {
         // The high bits pick the shard; the table uses the whole hash.
         let index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
         let mut shard = self.inner.shards[index].0.lock();
-        shard.sweep(now);
+        shard.sweep(now, &self.inner.secret);
         (hash, shard)
     }
 
@@ -377,17 +384,21 @@ impl Default for MemoryStore {
 
 impl Shard {
     /// Drops expired states once as many calls as there are states have
-    /// passed, if a state may have expired.
+    /// passed, if a state may have expired. `secret`: the store's, to rehash
+    /// the slots when the table shrinks.
     #[inline]
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: u64, secret: &[u8]) {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep > self.table.len().max(64) && now >= self.next_expiry {
-            self.sweep_now(now);
+            self.sweep_now(now, secret);
         }
     }
 
+    /// Drops expired states, and gives back the room of a past peak: a
+    /// table left under a quarter full shrinks to half full, so memory
+    /// follows the keys active now, not the most ever seen.
     #[cold]
-    fn sweep_now(&mut self, now: u64) {
+    fn sweep_now(&mut self, now: u64, secret: &[u8]) {
         self.ops_since_sweep = 0;
         let mut next_expiry = u64::MAX;
         self.table.retain(|slot| {
@@ -398,7 +409,15 @@ impl Shard {
             live
         });
         self.next_expiry = next_expiry;
+        if self.table.capacity() > Self::MIN_CAPACITY && self.table.len() < self.table.capacity() / 4 {
+            self.table.shrink_to(self.table.len() * 2, |s| xxh3_64_with_secret(s.key.as_bytes(), secret));
+        }
     }
+
+    /// Tables of this many slots or fewer (64 KiB) are not shrunk, so that a
+    /// shard whose keys come and go within a sweep's interval does not
+    /// shrink and grow again at every sweep.
+    const MIN_CAPACITY: usize = 1024;
 }
 
 impl Store for MemoryStore {
@@ -532,6 +551,33 @@ mod tests {
             assert!(!one(&store, &prefix, key, &policy, Operation::Consume).allowed, "{key}");
         }
         assert_eq!(store.len(), keys.len());
+    }
+
+    #[test]
+    fn tables_give_back_the_room_of_a_past_peak() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let prefix: Arc<str> = Arc::from("rl:t:");
+        let policy = Policy::new("p", Quota::per_second(NonZeroU32::new(10).expect("10")));
+        for i in 0..20_000 {
+            assert!(one(&store, &prefix, &format!("peak-{i}"), &policy, Operation::Consume).allowed);
+        }
+        let peak = store.capacity();
+        assert!(peak >= 20_000, "room for the peak: {peak}");
+        // The peak's states expire; 1,024 keys keep calling (in every shard,
+        // whatever the store's random hash), and every shard is swept.
+        clock.advance(Duration::from_secs(1));
+        let live: Vec<String> = (0..1_024).map(|i| format!("live-{i}")).collect();
+        for _ in 0..40 {
+            for key in &live {
+                one(&store, &prefix, key, &policy, Operation::Consume);
+            }
+        }
+        assert_eq!(store.len(), 1_024);
+        assert!(store.capacity() < peak / 4, "room for {} after a peak of {peak}", store.capacity());
+        for key in &live {
+            assert!(!one(&store, &prefix, key, &policy, Operation::Peek).allowed, "{key} kept its state");
+        }
     }
 
     #[test]
