@@ -379,8 +379,9 @@ impl RateLimiter {
     }
 
     /// Every case but [`decide_single`](Self::decide_single)'s: an empty key
-    /// is an error; otherwise the decision at once when no I/O is needed.
-    /// `Err` when the store must be asked: the time and the key's policies.
+    /// is an error; otherwise the decision at once when no I/O is needed (a
+    /// store that needs none, or a key the blocked-key cache knows). `Err`
+    /// when the store must be asked: the time and the key's policies.
     #[inline(never)]
     fn decide_at_once_or_invalid(
         &self,
@@ -392,16 +393,8 @@ impl RateLimiter {
             return Ok(Err(Error::invalid_key()));
         }
         let set = self.policy_set(key);
-        self.decide_at_once(key, set, cost, op).map(Ok).map_err(|now| (now, set))
-    }
-
-    /// Decides without waiting when it can: a store that needs no I/O
-    /// (memory), or a key the blocked-key cache knows. `Err(now)` when the
-    /// store must be asked.
-    #[inline]
-    fn decide_at_once(&self, key: &str, set: &PolicySet, cost: u64, op: Operation) -> Result<Decision, u64> {
         if let Some(decision) = self.decide_now(key, set, cost, op) {
-            return Ok(decision);
+            return Ok(Ok(decision));
         }
         let inner = &*self.inner;
         let now = inner.clock.now_micros();
@@ -412,10 +405,10 @@ impl RateLimiter {
             } else if let Some(decision) = blocked.get(key, cost, now) {
                 inner.metrics.blocked_hit();
                 record(&decision, set);
-                return Ok(decision);
+                return Ok(Ok(decision));
             }
         }
-        Err(now)
+        Err((now, set))
     }
 
     /// Asks the store (or, when it fails, each policy's fallback).

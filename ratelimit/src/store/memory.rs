@@ -203,15 +203,10 @@ impl MemoryStore {
         self.inner.shards.iter().map(|s| s.0.lock().table.capacity()).sum()
     }
 
-    #[inline(always)]
-    fn hash(&self, key: &[u8]) -> u64 {
-        xxh3_64_with_secret(key, &self.inner.secret)
-    }
-
     /// The key's hash and its shard, locked, swept if its turn has come.
     #[inline(always)]
     fn shard(&self, key: &str, now: u64) -> (u64, parking_lot::MutexGuard<'_, Shard>) {
-        let hash = self.hash(key.as_bytes());
+        let hash = key_hash(&self.inner.secret, key.as_bytes());
         // The high bits pick the shard; the table uses the whole hash.
         let index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
         let mut shard = self.inner.shards[index].0.lock();
@@ -232,7 +227,7 @@ impl MemoryStore {
     ) {
         let slot =
             Slot { key: KeyBytes::new(key), namespace: namespace.clone(), expires_at, state: PackedState::pack(state) };
-        table.insert_unique(hash, slot, |s| self.hash(s.key.as_bytes()));
+        table.insert_unique(hash, slot, |s| key_hash(&self.inner.secret, s.key.as_bytes()));
     }
 
     /// Decides for one policy: one look-up, the state updated in place.
@@ -339,6 +334,12 @@ impl MemoryStore {
     }
 }
 
+/// A key's hash under the store's secret: the shard's bits and the table's hash.
+#[inline(always)]
+fn key_hash(secret: &[u8], key: &[u8]) -> u64 {
+    xxh3_64_with_secret(key, secret)
+}
+
 /// Gives `cost` units back to one policy's state (forgotten when whole) and
 /// answers as a peek of cost 0.
 fn refund(
@@ -410,7 +411,7 @@ impl Shard {
         });
         self.next_expiry = next_expiry;
         if self.table.capacity() > Self::MIN_CAPACITY && self.table.len() < self.table.capacity() / 4 {
-            self.table.shrink_to(self.table.len() * 2, |s| xxh3_64_with_secret(s.key.as_bytes(), secret));
+            self.table.shrink_to(self.table.len() * 2, |s| key_hash(secret, s.key.as_bytes()));
         }
     }
 
